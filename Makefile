@@ -1,0 +1,49 @@
+# trustdiff — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install services lint typecheck pytest test demo bench openapi clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned: pip takes the local CPU wheel; a looser requirement resolved first
+# would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test,demo]'
+	touch $@
+
+services:
+	bash scripts/ensure-services.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install services
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+demo: install
+	$(PY) -m trustdiff.demo.run
+
+bench: install
+	$(PY) bench/bench_explain.py
+
+openapi: install
+	$(PY) -m service.openapi_export > openapi/openapi.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out
