@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny real checkpoints and datasets, built once per test session."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_models import build_tiny_bert, sentiment_rows, write_dataset
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass(frozen=True)
+class TinyAssets:
+    """A model root and a data root, laid out as the service expects them."""
+
+    model_root: Path
+    data_root: Path
+
+    @property
+    def reference(self) -> Path:
+        return self.model_root / "reference"
+
+    @property
+    def perturbed(self) -> Path:
+        return self.model_root / "perturbed"
+
+    @property
+    def other_labels(self) -> Path:
+        return self.model_root / "other-labels"
+
+    @property
+    def dataset(self) -> Path:
+        return self.data_root / "sentiment.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> TinyAssets:
+    root = tmp_path_factory.mktemp("tiny-assets")
+    assets = TinyAssets(model_root=root / "models", data_root=root / "data")
+    build_tiny_bert(assets.reference, seed=0)
+    build_tiny_bert(assets.perturbed, seed=0, weight_noise=0.05)
+    build_tiny_bert(assets.other_labels, labels=("neg", "neutral", "pos"), seed=0, train_steps=0)
+    rows = sentiment_rows(48, seed=7)
+    write_dataset(assets.dataset, rows)
+    write_dataset(assets.data_root / "sentiment.csv", rows)
+    write_dataset(assets.data_root / "sentiment.tsv", rows)
+    return assets

@@ -1,0 +1,1 @@
+"""Metrics: pure functions over arrays (parity, calibration, alignment, bootstrap intervals)."""

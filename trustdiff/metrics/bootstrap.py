@@ -1,0 +1,75 @@
+"""Seeded bootstrap resampling: percentile intervals for a mean and for paired differences."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+
+def bootstrap_indices(n: int, *, n_resamples: int, seed: int) -> NDArray[np.intp]:
+    """Resampled row indices, shape (n_resamples, n), drawn with replacement.
+
+    The same index matrix is used for every statistic of a paired comparison, so both models
+    are always judged on the identical resampled instances.
+    """
+    if n < 1:
+        raise ValueError(f"bootstrap needs at least one instance, got n={n}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n, size=(n_resamples, n))
+
+
+def percentile_interval(
+    samples: ArrayLike, *, confidence_level: float = 0.95
+) -> tuple[float, float]:
+    """The (lower, upper) percentile interval of bootstrap replicates, NaN replicates ignored."""
+    if not 0.0 < confidence_level < 1.0:
+        raise ValueError(f"confidence_level must be in (0, 1), got {confidence_level}")
+    values = np.asarray(samples, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        raise ValueError("no finite bootstrap replicate to build an interval from")
+    alpha = (1.0 - confidence_level) / 2.0
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def bootstrap_mean_interval(
+    values: ArrayLike,
+    *,
+    n_resamples: int = 1000,
+    confidence_level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values`, shape (n,)."""
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {array.shape}")
+    if np.isnan(array).any():
+        raise ValueError("values contain NaN")
+    indices = bootstrap_indices(array.size, n_resamples=n_resamples, seed=seed)
+    return percentile_interval(array[indices].mean(axis=1), confidence_level=confidence_level)
+
+
+def paired_bootstrap_delta(
+    statistic: Callable[[NDArray[np.intp]], tuple[float, float]],
+    n: int,
+    *,
+    n_resamples: int = 1000,
+    confidence_level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Interval of `candidate − reference` for a statistic computed on shared resamples.
+
+    `statistic(indices)` returns `(reference_value, candidate_value)` computed on the rows
+    `indices` (shape (n,)); every replicate hands both models the same rows.
+    """
+    indices = bootstrap_indices(n, n_resamples=n_resamples, seed=seed)
+    deltas = np.empty(n_resamples, dtype=float)
+    for replicate, rows in enumerate(indices):
+        reference_value, candidate_value = statistic(rows)
+        deltas[replicate] = candidate_value - reference_value
+    return percentile_interval(deltas, confidence_level=confidence_level)

@@ -1,0 +1,244 @@
+"""The versioned result document: the one JSON shape the CLI writes and the service returns."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1"
+
+Pillar = Literal["parity", "calibration", "alignment"]
+
+
+class _Doc(BaseModel):
+    # Documents are read back by other tools: unknown keys are an error, not silently dropped.
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- manifest -------------------------------------------------------------------------------
+
+
+class CheckpointManifest(_Doc):
+    path: str
+    fingerprint: str = Field(
+        description="sha256 over config, tokenizer and weight files + transform"
+    )
+    transform: str | None = None
+    model_type: str | None = None
+    num_parameters: int | None = None
+    labels: list[str] = Field(description="Label names in id order (config.id2label).")
+
+
+class DatasetManifest(_Doc):
+    path: str
+    fingerprint: str = Field(description="sha256 of the file bytes")
+    format: str
+    rows: int = Field(description="Rows audited (after limit and sampling).")
+    rows_in_file: int
+    text_field: str
+    text_pair_field: str | None = None
+    label_field: str
+
+
+class Manifest(_Doc):
+    reference: CheckpointManifest
+    candidate: CheckpointManifest
+    dataset: DatasetManifest
+    labels: list[str] = Field(description="The audit's label space (the reference's), id order.")
+    label_mapping: dict[str, str] | None = None
+    config: dict[str, object] = Field(description="The AuditConfig as run, defaults filled in.")
+    seed: int
+    versions: dict[str, str]
+    device: str
+    timings: dict[str, float] = Field(description="Seconds per stage.")
+    created_at: str = Field(description="ISO 8601, UTC.")
+
+
+# --- parity ---------------------------------------------------------------------------------
+
+
+class Interval(_Doc):
+    """A point value with its (bootstrap) confidence interval."""
+
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+class ModelParity(_Doc):
+    accuracy: float
+    macro_f1: float
+    per_class_recall: dict[str, float]
+
+
+class Parity(_Doc):
+    reference: ModelParity
+    candidate: ModelParity
+    accuracy_delta: Interval = Field(description="candidate − reference, paired bootstrap CI")
+    macro_f1_delta: Interval
+    agreement: float
+    fixed: int = Field(description="Reference wrong, candidate right.")
+    broken: int = Field(description="Reference right, candidate wrong.")
+    mcnemar_p: float
+    kappa: float
+    probability_loyalty: float
+    disagreement_matrix: list[list[int]] = Field(
+        description="K×K counts; row = reference prediction, column = candidate prediction."
+    )
+
+
+# --- calibration ----------------------------------------------------------------------------
+
+
+class ReliabilityBin(_Doc):
+    lower: float
+    upper: float
+    count: int
+    mean_confidence: float | None = Field(description="None when the bin is empty.")
+    accuracy: float | None = Field(description="None when the bin is empty.")
+
+
+class BinnedCalibration(_Doc):
+    binning: Literal["equal_width", "equal_mass"]
+    n_bins: int
+    ece: float
+    mce: float
+    bins: list[ReliabilityBin]
+
+
+class ModelCalibration(_Doc):
+    ece: float = Field(description="Under the configured binning.")
+    mce: float
+    classwise_ece: float
+    brier: float
+    nll: float
+    bins: list[ReliabilityBin] = Field(description="Reliability diagram, configured binning.")
+    reliability: list[BinnedCalibration] = Field(description="Both binnings, for the report.")
+
+
+class Calibration(_Doc):
+    binning: Literal["equal_width", "equal_mass"]
+    n_bins: int
+    reference: ModelCalibration
+    candidate: ModelCalibration
+    delta: dict[str, Interval] = Field(
+        description="candidate − reference for ece, mce, classwise_ece, brier, nll; paired CI."
+    )
+
+
+# --- alignment ------------------------------------------------------------------------------
+
+
+class Histogram(_Doc):
+    edges: list[float]
+    counts: list[int]
+
+
+class MetricSummary(_Doc):
+    mean: float | None
+    median: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    histogram: Histogram
+
+
+class AlignmentMetrics(_Doc):
+    jaccard_at_k: MetricSummary
+    feature_agreement: MetricSummary
+    rank_agreement: MetricSummary
+    sign_agreement: MetricSummary
+    signed_rank_agreement: MetricSummary
+    rank_correlation: MetricSummary
+    pairwise_rank_agreement: MetricSummary
+    cosine_similarity: MetricSummary
+
+
+class MethodAlignment(AlignmentMetrics):
+    """Between reference and candidate; `noise_floor` is reference vs its own re-run."""
+
+    top_k: int
+    n_instances: int
+    settings: dict[str, object]
+    noise_floor: AlignmentMetrics | None = None
+
+
+# --- gate -----------------------------------------------------------------------------------
+
+
+class GateCheck(_Doc):
+    name: str
+    pillar: Pillar
+    value: float | None
+    threshold: float
+    comparison: Literal["<=", ">="] = Field(description="value must be <= / >= threshold")
+    ci_low: float | None = None
+    ci_high: float | None = None
+    judged_on: Literal["value", "interval"]
+    passed: bool
+    description: str = ""
+
+
+class Gate(_Doc):
+    passed: bool
+    checks: list[GateCheck]
+
+
+# --- instances ------------------------------------------------------------------------------
+
+
+class Attributions(_Doc):
+    reference: list[float]
+    candidate: list[float]
+    reference_rerun: list[float] | None = Field(
+        default=None, description="The reference explained again with another seed."
+    )
+
+
+class Explanation(_Doc):
+    words: list[str]
+    segments: list[int] = Field(description="Segment of each word: 0 text, 1 text pair.")
+    target: str = Field(description="The explained class's label name.")
+    lime: Attributions | None = None
+    shap: Attributions | None = None
+    alignment: dict[str, dict[str, float | None]] = Field(
+        default_factory=dict, description="method -> metric -> between-model value."
+    )
+
+
+class Instance(_Doc):
+    index: int = Field(description="0-based row index in the audited dataset.")
+    text: str
+    text_pair: str | None = None
+    label: str
+    reference_proba: list[float]
+    candidate_proba: list[float]
+    reference_prediction: str
+    candidate_prediction: str
+    explanations: Explanation | None = None
+
+
+# --- the document ---------------------------------------------------------------------------
+
+
+class AuditResult(_Doc):
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    manifest: Manifest
+    parity: Parity
+    calibration: Calibration
+    alignment: dict[str, MethodAlignment] = Field(
+        default_factory=dict, description='Keyed by method: "lime", "shap".'
+    )
+    gate: Gate
+    instances: list[Instance]
+
+
+def result_json_schema() -> dict[str, object]:
+    """The JSON Schema of the result document, for consumers that validate it."""
+    return AuditResult.model_json_schema()
+
+
+def dump_result(result: AuditResult) -> str:
+    return json.dumps(result.model_dump(mode="json"), indent=2, allow_nan=False)
