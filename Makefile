@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install services lint typecheck pytest test demo bench openapi clean
+.PHONY: install services browser lint typecheck pytest test demo demo-build bench openapi clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ $(VENV)/.installed: pyproject.toml
 services:
 	bash scripts/ensure-services.sh
 
+# Debian's chromium + chromedriver for the report's browser test (installed when absent).
+browser:
+	bash scripts/ensure-chromium.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -31,12 +35,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install services
+pytest: install services browser
 	$(BIN)/pytest
 
 test: lint typecheck pytest
 
-demo: install
+# Builds the demo models once (cached under demo-assets/), then audits each candidate over HTTP.
+demo-build: install
+	$(PY) -m trustdiff.demo.build
+
+demo: demo-build
 	$(PY) -m trustdiff.demo.run
 
 bench: install

@@ -79,6 +79,9 @@ class Parity(_Doc):
     accuracy_delta: Interval = Field(description="candidate − reference, paired bootstrap CI")
     macro_f1_delta: Interval
     agreement: float
+    agreement_interval: Interval | None = Field(
+        default=None, description="agreement with its bootstrap CI (same resamples as deltas)"
+    )
     fixed: int = Field(description="Reference wrong, candidate right.")
     broken: int = Field(description="Reference right, candidate wrong.")
     mcnemar_p: float

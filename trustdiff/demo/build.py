@@ -33,8 +33,8 @@ from transformers import (
 )
 
 from trustdiff.demo.assets import (
-    DataSettings,
     DatasetFiles,
+    DataSettings,
     DemoAssetError,
     LabelledText,
     marker_matches,
@@ -126,6 +126,15 @@ class Distillation:
     weight: float
 
 
+def gold_label_ids(model: PreTrainedModel, examples: Sequence[LabelledText]) -> torch.Tensor:
+    """Class ids of the examples' label names under the model's `label2id`."""
+    label2id = model.config.label2id or {}
+    unknown = sorted({e.label for e in examples} - set(label2id))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not in the model's label2id {label2id}")
+    return torch.tensor([int(label2id[example.label]) for example in examples])
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -159,8 +168,7 @@ def fine_tune(
     `weight · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − weight) · CE`; the T²
     factor keeps the soft-target gradients on the same scale as CE's (Hinton et al. 2015).
     """
-    label2id: dict[str, int] = model.config.label2id
-    labels = torch.tensor([label2id[example.label] for example in examples])
+    labels = gold_label_ids(model, examples)
     texts = [example.text for example in examples]
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
@@ -265,6 +273,12 @@ def make_student(reference: PreTrainedModel, layers: Sequence[int]) -> PreTraine
     return student
 
 
+def encoder_linears(model: PreTrainedModel) -> list[nn.Linear]:
+    """The Linear layers inside the transformer encoder (not embeddings, pooler or head)."""
+    encoder = model.base_model.get_submodule("encoder")
+    return [module for module in encoder.modules() if isinstance(module, nn.Linear)]
+
+
 def prune_encoder_linears(model: PreTrainedModel, amount: float) -> list[tuple[nn.Module, str]]:
     """Zero the `amount` fraction of smallest-|w| encoder Linear weights, ranked globally.
 
@@ -273,9 +287,8 @@ def prune_encoder_linears(model: PreTrainedModel, amount: float) -> list[tuple[n
     """
     if not 0 < amount < 1:
         raise ValueError(f"amount must be in (0, 1), got {amount}")
-    encoder = model.base_model.encoder
-    parameters = [
-        (module, "weight") for module in encoder.modules() if isinstance(module, nn.Linear)
+    parameters: list[tuple[nn.Module, str]] = [
+        (module, "weight") for module in encoder_linears(model)
     ]
     prune.global_unstructured(parameters, pruning_method=prune.L1Unstructured, amount=amount)
     return parameters
@@ -288,7 +301,7 @@ def make_pruning_permanent(parameters: Sequence[tuple[nn.Module, str]]) -> None:
 
 def encoder_linear_sparsity(model: PreTrainedModel) -> float:
     """Fraction of exactly-zero weights over the encoder's Linear layers."""
-    weights = [m.weight for m in model.base_model.encoder.modules() if isinstance(m, nn.Linear)]
+    weights = [module.weight for module in encoder_linears(model)]
     zeros = sum(int((w == 0).sum()) for w in weights)
     return zeros / sum(w.numel() for w in weights)
 
@@ -399,8 +412,13 @@ def build_all(root: Path, settings: DemoSettings, *, force: bool = False) -> dic
         "distilled": {**reference_key, "distilled": settings.distilled.model_dump()},
         "pruned": {**reference_key, "pruned": settings.pruned.model_dump()},
     }
-    report_key = {**reference_key, **candidate_keys["distilled"], **candidate_keys["pruned"]}
-    report_key["evaluation"] = settings.evaluation.model_dump()
+    report_key = {
+        **candidate_keys["distilled"],
+        **candidate_keys["pruned"],
+        "evaluation": settings.evaluation.model_dump(),
+    }
+    # As JSON sees it (tuples become lists), so it compares equal to the stored report's.
+    report_key = json.loads(json.dumps(report_key))
     total_started = time.perf_counter()
     dataset: list[DatasetFiles] = []
     train: list[LabelledText] = []
@@ -508,8 +526,7 @@ def build_all(root: Path, settings: DemoSettings, *, force: bool = False) -> dic
             candidates.append(("reference+int8-dynamic", folders["reference"], True))
         for name, folder, quantize in candidates:
             model, tokenizer = load_classifier(folder)
-            label2id: dict[str, int] = model.config.label2id
-            gold = torch.tensor([label2id[example.label] for example in evaluation])
+            gold = gold_label_ids(model, evaluation)
             scored = quantize_int8_dynamic(model) if quantize else model
             started = time.perf_counter()
             logits = predict_logits(

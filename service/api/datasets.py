@@ -1,0 +1,61 @@
+"""Routes for datasets: multipart upload (size-limited, validated, fingerprinted) and read."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Response, UploadFile, status
+
+from service import datasets as dataset_service
+from service.api.audits import PROBLEMS
+from service.api.deps import AppSettings, CurrentDataset, CurrentTenant, DbSession
+from service.models import Dataset
+from service.schemas import DatasetOut, ProblemOut
+from trustdiff.config import DatasetSpec
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+def dataset_out(dataset: Dataset) -> DatasetOut:
+    return DatasetOut.model_validate(dataset, from_attributes=True)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={**PROBLEMS, 413: {"model": ProblemOut}},
+)
+def upload_dataset(
+    file: Annotated[UploadFile, File(description="JSONL, CSV or TSV (GLUE-style) file.")],
+    response: Response,
+    tenant: CurrentTenant,
+    session: DbSession,
+    settings: AppSettings,
+    format: Annotated[Literal["jsonl", "csv", "tsv"] | None, Form()] = None,
+    text_field: Annotated[str, Form(min_length=1, max_length=200)] = "text",
+    text_pair_field: Annotated[str | None, Form(min_length=1, max_length=200)] = None,
+    label_field: Annotated[str, Form(min_length=1, max_length=200)] = "label",
+) -> DatasetOut:
+    """Store a dataset for later audits; every row is validated now (bad rows name their row)."""
+    spec = DatasetSpec(
+        path=file.filename or "dataset",
+        format=format,
+        text_field=text_field,
+        text_pair_field=text_pair_field,
+        label_field=label_field,
+    )
+    dataset = dataset_service.store_dataset(
+        session,
+        tenant,
+        file.file,
+        filename=file.filename or "dataset",
+        spec=spec,
+        settings=settings,
+    )
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
+    return dataset_out(dataset)
+
+
+@router.get("/{dataset_id}", responses=PROBLEMS)
+def get_dataset(dataset: CurrentDataset) -> DatasetOut:
+    return dataset_out(dataset)

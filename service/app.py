@@ -1,0 +1,55 @@
+"""The FastAPI application factory: routes under /v1, problem+json errors, size limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import trustdiff
+from service.api import audits, datasets, health
+from service.db import Database
+from service.jobs import build_celery_app
+from service.limits import BodySizeLimit
+from service.problems import install_problem_handlers
+from service.settings import Settings, get_settings
+
+API_PREFIX = "/v1"
+# Multipart framing (boundaries, part headers, form fields) around the file itself.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The gateway app; it owns one database engine and one broker client for its lifetime."""
+    settings = settings or get_settings()
+    settings.ensure_state_folders()
+    database = Database(settings.database_url, build_celery_app(settings))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        database.dispose()
+
+    app = FastAPI(
+        title="trustdiff",
+        version=trustdiff.__version__,
+        summary="Audit a compressed text classifier against its reference for trust-equivalence.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    install_problem_handlers(app)
+    upload_path = f"{API_PREFIX}/datasets"
+    app.add_middleware(
+        BodySizeLimit,
+        limit_for=lambda path: (
+            settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+            if path.rstrip("/") == upload_path
+            else settings.max_request_bytes
+        ),
+    )
+    app.include_router(audits.router, prefix=API_PREFIX)
+    app.include_router(datasets.router, prefix=API_PREFIX)
+    app.include_router(health.router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,236 @@
+"""Audit use cases: create (validated, idempotent), list, cancel, and their response shapes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service import transitions
+from service.jobs import RUN_AUDIT_TASK, enqueue_after_commit
+from service.models import Audit, AuditStatus, Dataset, Tenant
+from service.problems import Conflict, UnprocessableContent
+from service.schemas import AuditCreate, AuditError, AuditLinks, AuditOut, Progress
+from service.settings import Settings
+from trustdiff.config import AuditConfig, DatasetSpec
+
+DATA_ROOT = "data"
+UPLOAD_ROOT = "uploads"
+
+
+def canonical_sha256(document: Any) -> str:
+    """sha256 of a JSON document with sorted keys, so key order and spacing do not matter."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def dataset_root_path(settings: Settings, dataset_root: str) -> Any:
+    return settings.upload_dir if dataset_root == UPLOAD_ROOT else settings.data_root
+
+
+def _engine_config(
+    session: Session, tenant: Tenant, body: AuditCreate
+) -> tuple[AuditConfig, str, uuid.UUID | None]:
+    """The engine's AuditConfig for `body`, which root its dataset path is under, the upload."""
+    dataset_id = None
+    if isinstance(body.dataset, DatasetSpec):
+        dataset_spec, dataset_root = body.dataset, DATA_ROOT
+    else:
+        upload = session.scalars(
+            select(Dataset).where(Dataset.id == body.dataset.id, Dataset.tenant_id == tenant.id)
+        ).one_or_none()
+        if upload is None:
+            raise UnprocessableContent(
+                f"dataset {body.dataset.id} does not exist", code="dataset_not_found"
+            )
+        dataset_id, dataset_root = upload.id, UPLOAD_ROOT
+        dataset_spec = DatasetSpec(
+            path=upload.storage_path,
+            format=upload.format,  # type: ignore[arg-type]  # validated at upload
+            text_field=upload.text_field,
+            text_pair_field=upload.text_pair_field,
+            label_field=upload.label_field,
+            limit=body.dataset.limit,
+            sampling=body.dataset.sampling,
+        )
+    fields = body.model_dump(exclude={"dataset", "callback_url"})
+    try:
+        config = AuditConfig.model_validate({**fields, "dataset": dataset_spec.model_dump()})
+    except ValidationError as error:
+        raise UnprocessableContent(str(error), code="config_invalid") from error
+    return config, dataset_root, dataset_id
+
+
+def _find_idempotent(session: Session, tenant: Tenant, key: str) -> Audit | None:
+    return session.scalars(
+        select(Audit).where(Audit.tenant_id == tenant.id, Audit.idempotency_key == key)
+    ).one_or_none()
+
+
+def _replay(existing: Audit, request_sha256: str) -> Audit:
+    if existing.request_sha256 != request_sha256:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request body",
+            code="idempotency_key_reused",
+            extra={"audit_id": str(existing.id)},
+        )
+    return existing
+
+
+def create_audit(
+    session: Session,
+    tenant: Tenant,
+    body: AuditCreate,
+    *,
+    idempotency_key: str | None,
+    settings: Settings,
+) -> tuple[Audit, bool]:
+    """A new queued audit, or the one an earlier request with this key created.
+
+    Returns `(audit, created)`. Everything cheap is checked here, before anything is queued:
+    paths stay inside their roots and exist, checkpoints are safetensors folders with
+    readable, matching labels, the dataset file exists. The job is sent after the commit.
+    """
+    request_json = body.model_dump(mode="json")
+    request_sha256 = canonical_sha256(request_json)
+    if idempotency_key is not None:
+        existing = _find_idempotent(session, tenant, idempotency_key)
+        if existing is not None:
+            return _replay(existing, request_sha256), False
+    if body.callback_url is not None and settings.callback_secret is None:
+        raise UnprocessableContent(
+            "callback_url needs a signing secret: set TRUSTDIFF_CALLBACK_SECRET on the service",
+            code="callback_not_configured",
+        )
+    config, dataset_root, dataset_id = _engine_config(session, tenant, body)
+    # The engine's validation imports its reader modules, not torch; imported here so the
+    # gateway's import stays light even if the engine package grows.
+    from trustdiff.audit import validate_audit
+
+    validate_audit(
+        config,
+        model_root=settings.model_root,
+        data_root=dataset_root_path(settings, dataset_root),
+    )
+    audit = Audit(
+        tenant_id=tenant.id,
+        status=AuditStatus.QUEUED,
+        request=request_json,
+        request_sha256=request_sha256,
+        idempotency_key=idempotency_key,
+        config=config.model_dump(mode="json"),
+        dataset_root=dataset_root,
+        dataset_id=dataset_id,
+        callback_url=str(body.callback_url) if body.callback_url else None,
+        progress_stage="queued",
+        progress_done=0,
+        progress_total=0,
+    )
+    try:
+        # A savepoint: losing the race to a concurrent request with the same key must leave
+        # the outer transaction usable for reading the winner.
+        with session.begin_nested():
+            session.add(audit)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        existing = _find_idempotent(session, tenant, idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, request_sha256), False
+    enqueue_after_commit(session, RUN_AUDIT_TASK, audit.id)
+    return audit, True
+
+
+def cancel_audit(session: Session, audit: Audit) -> Audit:
+    return transitions.request_cancel(session, audit.id)
+
+
+def _encode_cursor(audit: Audit) -> str:
+    raw = json.dumps([audit.created_at.isoformat(), str(audit.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, audit_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), uuid.UUID(audit_id)
+    except (binascii.Error, ValueError, TypeError) as error:
+        raise UnprocessableContent(
+            f"cursor {cursor!r} is not one this API returned", code="invalid_cursor"
+        ) from error
+
+
+def list_audits(
+    session: Session,
+    tenant: Tenant,
+    *,
+    status: list[AuditStatus] | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Audit], str | None]:
+    """A page of the tenant's audits, newest first, and the cursor of the next page.
+
+    Keyset pagination on (created_at, id): pages stay stable while new audits arrive.
+    """
+    statement = select(Audit).where(Audit.tenant_id == tenant.id)
+    if status:
+        statement = statement.where(Audit.status.in_([str(value) for value in status]))
+    if cursor is not None:
+        created_at, audit_id = _decode_cursor(cursor)
+        statement = statement.where(
+            or_(
+                Audit.created_at < created_at,
+                (Audit.created_at == created_at) & (Audit.id < audit_id),
+            )
+        )
+    statement = statement.order_by(Audit.created_at.desc(), Audit.id.desc()).limit(limit + 1)
+    audits = list(session.scalars(statement))
+    next_cursor = _encode_cursor(audits[limit - 1]) if len(audits) > limit else None
+    return audits[:limit], next_cursor
+
+
+def audit_out(audit: Audit) -> AuditOut:
+    base = f"/v1/audits/{audit.id}"
+    progress = None
+    if audit.progress_stage is not None:
+        progress = Progress(
+            stage=audit.progress_stage,
+            done=audit.progress_done or 0,
+            total=audit.progress_total or 0,
+        )
+    error = None
+    if audit.error_code is not None:
+        error = AuditError(code=audit.error_code, message=audit.error_message or "")
+    return AuditOut(
+        id=audit.id,
+        status=audit.status,  # type: ignore[arg-type]  # the CHECK constraint holds it to these
+        progress=progress,
+        error=error,
+        passed=audit.passed,
+        cancel_requested=audit.cancel_requested_at is not None,
+        attempts=audit.attempts,
+        created_at=audit.created_at,
+        updated_at=audit.updated_at,
+        started_at=audit.started_at,
+        finished_at=audit.finished_at,
+        heartbeat_at=audit.heartbeat_at,
+        request=audit.request,
+        links=AuditLinks(
+            self=base,
+            result=f"{base}/result",
+            gate=f"{base}/gate",
+            report=f"{base}/report",
+            cancel=f"{base}/cancel",
+        ),
+    )

@@ -1,0 +1,104 @@
+"""Database engines and the one transaction scope: commit at the edge, then send queued jobs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import Engine, create_engine, event, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.jobs import (
+    DELIVER_CALLBACK_TASK,
+    RUN_AUDIT_TASK,
+    discard_pending_jobs,
+    has_pending_jobs,
+    send_pending_jobs,
+)
+from service.models import Audit, utc_now
+
+
+def create_db_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for `url`; SQLite gets the settings a multi-process embedded default needs."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, **kwargs)
+    # The gateway's thread pool may open a session in one thread and use it in another.
+    engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy (below) emit BEGIN instead of pysqlite's deferred one.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL lets the gateway read while the worker writes progress; waits instead of
+        # failing with "database is locked" while another process holds the write lock.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        # SQLite has no SELECT ... FOR UPDATE; taking the write lock at BEGIN gives the state
+        # transitions the same "read, check, write" exclusivity a row lock gives on Postgres.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """An engine, its session factory, and the broker client that jobs are sent with."""
+
+    def __init__(self, url: str, celery_app: Celery | None = None) -> None:
+        self.engine = create_db_engine(url)
+        # Objects stay readable after commit: responses are built from them after the commit.
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.celery_app = celery_app
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error, then sends its jobs.
+
+        This is the only place that commits: service functions and transitions flush.
+        """
+        with self.sessionmaker() as session:
+            try:
+                yield session
+                if self.celery_app is None and has_pending_jobs(session):
+                    raise RuntimeError("this Database has no broker client to send jobs with")
+                session.commit()
+            except BaseException:
+                session.rollback()
+                discard_pending_jobs(session)
+                raise
+            failed = self._send_jobs(session)
+        if failed:
+            self._record_enqueue_failures(failed)
+
+    def _send_jobs(self, session: Session) -> list[tuple[str, str]]:
+        if self.celery_app is None:
+            return []
+        return send_pending_jobs(session, self.celery_app)
+
+    def _record_enqueue_failures(self, failed: list[tuple[str, str]]) -> None:
+        runs = [uuid.UUID(audit_id) for task, audit_id in failed if task == RUN_AUDIT_TASK]
+        callbacks = [
+            uuid.UUID(audit_id) for task, audit_id in failed if task == DELIVER_CALLBACK_TASK
+        ]
+        with self.sessionmaker.begin() as session:
+            if runs:
+                session.execute(
+                    update(Audit).where(Audit.id.in_(runs)).values(enqueue_failed_at=utc_now())
+                )
+            if callbacks:
+                session.execute(
+                    update(Audit)
+                    .where(Audit.id.in_(callbacks))
+                    .values(callback_error="the callback could not be queued: broker unavailable")
+                )
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,82 @@
+"""Background jobs: the Celery client the gateway sends with, and enqueue-after-commit."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Task names are the contract between the gateway (which only knows names) and the worker.
+RUN_AUDIT_TASK = "trustdiff.run_audit"
+DELIVER_CALLBACK_TASK = "trustdiff.deliver_callback"
+
+_PENDING_KEY = "trustdiff_pending_jobs"
+
+
+def build_celery_app(settings: Settings, *, include: list[str] | None = None) -> Celery:
+    """The one Celery configuration, shared by the gateway's client and the worker."""
+    app = Celery("trustdiff", broker=settings.broker_url, include=include or [])
+    app.conf.update(
+        task_default_queue=settings.queue,
+        # Job state lives in the database; Celery results would be a second, stale copy.
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        # An audit holds a model for minutes: ack only once done, never prefetch a second one,
+        # and give a message back to the broker when its worker process dies under it.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        # Sending from a request must fail fast instead of hanging the request when the broker
+        # is down (Celery's default retries publishing for a long while).
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+        broker_connection_timeout=settings.readiness_timeout_s,
+    )
+    if settings.broker_url.startswith("sqla+"):
+        # kombu's SQLAlchemy transport polls; one second keeps the embedded default snappy.
+        app.conf.broker_transport_options = {"polling_interval": 1.0}
+    return app
+
+
+def enqueue_after_commit(session: Session, task_name: str, audit_id: uuid.UUID) -> None:
+    """Send `task_name(audit_id)` once `session` has committed; dropped if it rolls back.
+
+    Sending before the commit would let a fast worker read a row that does not exist yet (or
+    never will); the task carries the id only and re-reads the row.
+    """
+    session.info.setdefault(_PENDING_KEY, []).append((task_name, str(audit_id)))
+
+
+def has_pending_jobs(session: Session) -> bool:
+    return bool(session.info.get(_PENDING_KEY))
+
+
+def discard_pending_jobs(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
+
+
+def send_pending_jobs(session: Session, celery_app: Celery) -> list[tuple[str, str]]:
+    """Publish the jobs recorded on `session` (after its commit); returns those that failed.
+
+    A broker outage must not turn a committed request into an error: the caller records the
+    failures so that the sweep can send them again.
+    """
+    failed = []
+    for task_name, audit_id in session.info.pop(_PENDING_KEY, []):
+        try:
+            celery_app.send_task(task_name, args=[audit_id])
+        except Exception:
+            logger.exception("could not enqueue %s(%s)", task_name, audit_id)
+            failed.append((task_name, audit_id))
+        else:
+            logger.info("enqueued %s(%s)", task_name, audit_id)
+    return failed

@@ -1,0 +1,72 @@
+"""ASGI middleware that refuses request bodies over a size limit before they are buffered."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.problems import problem_response
+
+
+class BodyTooLarge(Exception):
+    """Raised from `receive` once a streamed body passes its limit."""
+
+
+class BodySizeLimit:
+    """413 problem for bodies over `limit_for(path)` bytes.
+
+    Content-Length is checked up front; chunked bodies are counted as they stream in, so a
+    client cannot bypass the limit by omitting the header.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit_for: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(limit, scope, receive, send)
+            return
+
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if response_started:
+                raise
+            await self._refuse(limit, scope, receive, send)
+
+    @staticmethod
+    async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            413,
+            title="Payload too large",
+            detail=f"the request body is larger than the {limit}-byte limit",
+            code="payload_too_large",
+            extra={"limit_bytes": limit},
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)

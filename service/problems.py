@@ -1,0 +1,189 @@
+"""Errors that carry their HTTP status, and their rendering as `application/problem+json`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trustdiff.errors import TrustdiffError
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# Engine error code -> HTTP status. Everything the engine refuses before compute is a problem
+# with the request's content (422), not with the URL (404) or the server (5xx).
+ENGINE_ERROR_STATUS: Mapping[str, int] = {
+    "path_outside_root": 422,
+    "checkpoint_invalid": 422,
+    "checkpoint_not_found": 422,
+    "checkpoint_pickled": 422,
+    "checkpoint_remote_code": 422,
+    "label_mismatch": 422,
+    "dataset_invalid": 422,
+    "dataset_not_found": 422,
+    "config_invalid": 422,
+}
+
+
+def problem_type(code: str) -> str:
+    # A URN names the problem kind stably without promising a page to dereference.
+    return f"urn:trustdiff:problem:{code}"
+
+
+class Problem(Exception):
+    """An error response: `status`, a stable machine `code`, a human `detail`, extra members."""
+
+    status = 500
+    code = "internal_error"
+    title = "Internal server error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
+
+
+class BadRequest(Problem):
+    status, code, title = 400, "bad_request", "Bad request"
+
+
+class Unauthorized(Problem):
+    status, code, title = 401, "unauthorized", "Unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFound(Problem):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(Problem):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(Problem):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class UnprocessableContent(Problem):
+    status, code, title = 422, "invalid_request", "Invalid request"
+
+
+class ServiceUnavailable(Problem):
+    status, code, title = 503, "not_ready", "Service unavailable"
+
+
+def problem_response(
+    status: int,
+    *,
+    title: str,
+    detail: str,
+    code: str,
+    extra: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": problem_type(code),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    body.update(jsonable_encoder(dict(extra or {})))
+    return JSONResponse(body, status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE)
+
+
+def engine_problem(error: TrustdiffError) -> Problem:
+    """The HTTP problem for an engine error: its code, message and details (e.g. `row`)."""
+    problem = UnprocessableContent(error.message, code=error.code, extra=error.details)
+    problem.status = ENGINE_ERROR_STATUS.get(error.code, 422)
+    return problem
+
+
+def _validation_errors(errors: Any) -> list[dict[str, Any]]:
+    # `input` echoes the client's (possibly secret) value and `url` points at pydantic's docs:
+    # keep location, message and type, which is what a caller fixes the request with.
+    return [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type")}
+        for error in errors
+    ]
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error, including FastAPI's own 404/405/422, as problem+json."""
+
+    @app.exception_handler(Problem)
+    async def _problem(_request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(
+            exc.status,
+            title=exc.title,
+            detail=exc.detail,
+            code=exc.code,
+            extra=exc.extra,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(TrustdiffError)
+    async def _engine(_request: Request, exc: TrustdiffError) -> JSONResponse:
+        problem = engine_problem(exc)
+        return problem_response(
+            problem.status,
+            title=problem.title,
+            detail=problem.detail,
+            code=problem.code,
+            extra=problem.extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc.errors())
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"])
+        return problem_response(
+            422,
+            title="Invalid request",
+            detail=f"{where}: {first['msg']}" if where else str(first["msg"]),
+            code="invalid_request",
+            extra={"errors": errors},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        phrase = HTTPStatus(exc.status_code).phrase
+        return problem_response(
+            exc.status_code,
+            title=phrase,
+            detail=str(exc.detail) if exc.detail else phrase,
+            code=phrase.lower().replace(" ", "_").replace("-", "_"),
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", exc_info=exc)
+        return problem_response(
+            500,
+            title="Internal server error",
+            detail="The server failed to handle the request; the error has been logged.",
+            code="internal_error",
+        )

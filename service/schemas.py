@@ -1,0 +1,140 @@
+"""Request and response bodies of the HTTP API (inputs forbid unknown fields)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, HttpUrl, Tag
+
+from trustdiff.config import CalibrationSettings, CheckpointSpec, DatasetSpec, ExplainSettings
+from trustdiff.config import GateSettings as GateThresholds
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UploadedDatasetRef(_Input):
+    """A dataset uploaded with `POST /v1/datasets`; its field mapping is the upload's."""
+
+    id: uuid.UUID
+    limit: int | None = Field(default=None, ge=1, description="Use at most this many rows.")
+    sampling: Literal["head", "random"] = "head"
+
+
+def _dataset_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "upload" if "id" in value else "path"
+    return "upload" if isinstance(value, UploadedDatasetRef) else "path"
+
+
+DatasetRef = Annotated[
+    Annotated[DatasetSpec, Tag("path")] | Annotated[UploadedDatasetRef, Tag("upload")],
+    Discriminator(_dataset_kind),
+]
+
+
+class AuditCreate(_Input):
+    """An audit request: everything but the checkpoints and the dataset has a default.
+
+    Paths are relative to the service's model root and data root and may not leave them.
+    """
+
+    reference: CheckpointSpec
+    candidate: CheckpointSpec
+    dataset: DatasetRef = Field(
+        description='`{"path": ...}` under the data root, or `{"id": ...}` of an upload.'
+    )
+    label_mapping: dict[str, str] | None = Field(
+        default=None,
+        description="Candidate label name -> reference label name, when the label sets differ.",
+    )
+    calibration: CalibrationSettings = CalibrationSettings()
+    explain: ExplainSettings = ExplainSettings()
+    gate: GateThresholds = GateThresholds()
+    seed: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=64, ge=1, le=8192)
+    max_length: int = Field(default=256, ge=8, le=4096)
+    callback_url: HttpUrl | None = Field(
+        default=None,
+        description="Receives a signed POST with the final status and gate when the audit ends.",
+    )
+
+
+class Progress(BaseModel):
+    stage: str
+    done: int
+    total: int
+
+
+class AuditError(BaseModel):
+    code: str
+    message: str
+
+
+class AuditLinks(BaseModel):
+    self: str
+    result: str
+    gate: str
+    report: str
+    cancel: str
+
+
+class AuditOut(BaseModel):
+    id: uuid.UUID
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: Progress | None
+    error: AuditError | None
+    passed: bool | None = Field(description="The gate's verdict once the audit succeeded.")
+    cancel_requested: bool
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    request: dict[str, Any] = Field(description="The request as validated, defaults filled in.")
+    links: AuditLinks
+
+
+class AuditPage(BaseModel):
+    items: list[AuditOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
+
+
+class DatasetOut(BaseModel):
+    id: uuid.UUID
+    filename: str
+    format: str
+    sha256: str
+    size_bytes: int
+    rows: int
+    fields: list[str]
+    label_names: list[str] = Field(description="Distinct label values seen in the file.")
+    text_field: str
+    text_pair_field: str | None
+    label_field: str
+    created_at: datetime
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details; members such as `row` or `errors` are added when relevant."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, str]

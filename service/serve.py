@@ -1,0 +1,113 @@
+"""`trustdiff serve`: uvicorn on the app, plus a supervised worker process, stopped together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from types import FrameType
+
+logger = logging.getLogger(__name__)
+
+PARENT_PID_ENV = "TRUSTDIFF_EXIT_WITH_PARENT"
+
+
+class WorkerSupervisor(threading.Thread):
+    """Keeps one worker subprocess running: restarted with backoff if it dies, stopped on exit.
+
+    The worker gets its own session so a Ctrl-C in the terminal reaches only `serve`, which
+    then stops the worker deliberately (a warm shutdown first, then a cold one) instead of
+    racing it. It also exits on its own if `serve` is killed outright (see PARENT_PID_ENV).
+    """
+
+    def __init__(self, command: list[str], *, stop_timeout_s: float = 15.0) -> None:
+        super().__init__(name="worker-supervisor", daemon=True)
+        self.command = command
+        self.stop_timeout_s = stop_timeout_s
+        self.stopping = threading.Event()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+        return subprocess.Popen(self.command, env=env, start_new_session=True)
+
+    def run(self) -> None:
+        delay_s = 1.0
+        while not self.stopping.is_set():
+            with self._lock:
+                if self.stopping.is_set():
+                    return
+                self.process = self._spawn()
+            logger.info("worker started (pid %s)", self.process.pid)
+            code = self.process.wait()
+            if self.stopping.is_set():
+                return
+            logger.error("worker exited with code %s; restarting in %.0fs", code, delay_s)
+            if self.stopping.wait(delay_s):
+                return
+            delay_s = min(delay_s * 2, 60.0)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping.set()
+            process = self.process
+        if process is None or process.poll() is not None:
+            return
+        # SIGTERM: Celery's warm shutdown lets a running audit reach its end; a long one is
+        # cut short with SIGQUIT and picked up again by the stale-audit sweep.
+        for sig, timeout_s in ((signal.SIGTERM, self.stop_timeout_s), (signal.SIGQUIT, 5.0)):
+            process.send_signal(sig)
+            try:
+                process.wait(timeout_s)
+                return
+            except subprocess.TimeoutExpired:
+                logger.warning("worker still running after %s", signal.Signals(sig).name)
+        process.kill()
+        process.wait()
+
+
+def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def serve(*, host: str, port: int, start_worker: bool, migrate: bool, log_level: str) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.migrations import upgrade_to_head
+    from service.settings import get_settings
+
+    settings = get_settings()
+    settings.ensure_state_folders()
+    if migrate:
+        upgrade_to_head(settings.database_url)
+    supervisor = None
+    if start_worker:
+        # solo: one process is enough on a laptop, and there is nothing to fork per audit.
+        command = [sys.executable, "-m", "service.cli", "worker", "--pool=solo"]
+        supervisor = WorkerSupervisor([*command, f"--log-level={log_level}"])
+    # uvicorn stops gracefully on SIGTERM, then re-raises it; with the default handler that
+    # would kill this process before the `finally` below stops the worker.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        if supervisor is not None:
+            supervisor.start()
+        app = create_app(settings)
+        logger.info(
+            "serving on http://%s:%s (database %s, broker %s)",
+            host,
+            port,
+            settings.database_url.split("@")[-1],
+            settings.broker_url.split("@")[-1],
+        )
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+    return 0

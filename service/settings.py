@@ -1,0 +1,97 @@
+"""The service's one typed configuration object, read from `TRUSTDIFF_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+def default_home() -> Path:
+    """Where the embedded default keeps its state: `$XDG_DATA_HOME/trustdiff` or ~/.local/share."""
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "trustdiff"
+
+
+class Settings(BaseSettings):
+    """Everything the gateway, the worker and the CLI read from the environment.
+
+    Unset URLs fall back to the embedded single-machine default: SQLite for the database and
+    kombu's SQLAlchemy transport on a second SQLite file for the broker, both under `home`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TRUSTDIFF_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home, description="State folder (embedded default).")
+    # The unprefixed names are what Heroku-style platforms and docker images already set.
+    database_url: str = Field(
+        default_factory=lambda data: f"sqlite:///{data['home'] / 'trustdiff.sqlite'}",
+        validation_alias=AliasChoices("TRUSTDIFF_DATABASE_URL", "DATABASE_URL"),
+    )
+    broker_url: str = Field(
+        default_factory=lambda data: f"sqla+sqlite:///{data['home'] / 'broker.sqlite'}",
+        validation_alias=AliasChoices("TRUSTDIFF_BROKER_URL", "BROKER_URL"),
+    )
+    model_root: Path = Field(
+        default_factory=lambda data: data["home"] / "models",
+        description="Checkpoint paths in requests are resolved under this folder.",
+    )
+    data_root: Path = Field(
+        default_factory=lambda data: data["home"] / "data",
+        description="Dataset paths in requests are resolved under this folder.",
+    )
+    upload_dir: Path = Field(
+        default_factory=lambda data: data["home"] / "uploads",
+        description="Uploaded datasets are stored here.",
+    )
+    queue: str = Field(default="trustdiff", min_length=1, description="Celery queue for audits.")
+
+    max_request_bytes: int = Field(default=1 * MIB, ge=1024, description="JSON request bodies.")
+    max_upload_bytes: int = Field(default=64 * MIB, ge=1024, description="Dataset uploads.")
+
+    callback_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key for `X-Trustdiff-Signature` on callbacks."
+    )
+    callback_max_attempts: int = Field(default=6, ge=1)
+    callback_backoff_s: float = Field(default=2.0, gt=0, description="First retry delay.")
+    callback_timeout_s: float = Field(default=10.0, gt=0)
+
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    heartbeat_timeout_s: float = Field(
+        default=120.0, gt=0, description="A running audit silent this long has lost its worker."
+    )
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(
+        default=2, ge=1, description="Runs per audit, counting re-queues after a lost worker."
+    )
+
+    readiness_timeout_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_psycopg3(cls, url: str) -> str:
+        # Platforms hand out `postgres://` URLs; SQLAlchemy would pick psycopg2 (not installed).
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url.removeprefix(prefix)
+        return url
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def ensure_state_folders(self) -> None:
+        """Create the folders the embedded default writes to (no-op for existing ones)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,173 @@
+"""LIME and SHAP on word features: known attributions, additivity, seeds, the direct lime call."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from lime.lime_text import LimeTextExplainer
+
+from tests.explain.bag_of_words import WEIGHTS, BagOfWordsModel
+from trustdiff.explain.lime_explainer import explain_lime
+from trustdiff.explain.shap_explainer import explain_shap, word_partition_tree
+from trustdiff.explain.words import WordFeatures
+from trustdiff.metrics.alignment import top_k_features
+
+TEXT = "the excellent movie was dull but the acting good and the plot awful"
+TRUE_TOP = ["excellent", "awful", "good", "dull"]  # by |weight|
+
+
+def joint(reference: BagOfWordsModel, candidate: BagOfWordsModel):  # type: ignore[no-untyped-def]
+    def predict(inputs):  # type: ignore[no-untyped-def]
+        return np.hstack([reference.predict_proba(inputs), candidate.predict_proba(inputs)])
+
+    return predict
+
+
+def top_words(features: WordFeatures, attributions: np.ndarray, k: int) -> list[str]:
+    return [features.words[i] for i in top_k_features(attributions, k=k)]
+
+
+@pytest.mark.parametrize("masking", ["remove", "mask_token"])
+def test_lime_recovers_the_true_top_words(masking: str) -> None:
+    features = WordFeatures.from_input(TEXT)
+    model = BagOfWordsModel()
+    result = explain_lime(
+        features,
+        joint(model, model),
+        columns=(1, 3),
+        num_samples=300,
+        seed=0,
+        masking=masking,  # type: ignore[arg-type]
+        mask_token="[MASK]",
+    )
+    assert set(top_words(features, result.weights[1], 4)) == set(TRUE_TOP)
+    assert top_words(features, result.weights[1], 2) == TRUE_TOP[:2]
+    weights = result.weights[1]
+    assert weights[features.words.index("excellent")] > 0 > weights[features.words.index("awful")]
+    # Both models saw the same perturbations, so identical models get identical weights.
+    np.testing.assert_array_equal(result.weights[1], result.weights[3])
+
+
+@pytest.mark.parametrize("algorithm", ["partition", "permutation", "kernel"])
+def test_shap_recovers_true_words_and_is_additive(algorithm: str) -> None:
+    features = WordFeatures.from_input(TEXT)
+    model = BagOfWordsModel(bias=0.3)
+    predict = joint(model, model)
+    result = explain_shap(
+        features,
+        predict,
+        columns=(1, 2),
+        algorithm=algorithm,
+        max_evals=600,
+        seed=3,  # type: ignore[arg-type]
+    )
+    assert top_words(features, result.values[1], 4) == TRUE_TOP
+    neutral = [i for i, word in enumerate(features.words) if word not in WEIGHTS]
+    assert np.abs(result.values[1][neutral]).max() < 0.02
+    full = predict([features.original()])[0]
+    for column in (1, 2):
+        total = result.base_values[column] + result.values[column].sum()
+        assert total == pytest.approx(full[column], abs=1e-6)
+    # Column 2 is the candidate's negative class: 1 − p, so its values are the negatives.
+    np.testing.assert_allclose(result.values[2], -result.values[1], atol=1e-9)
+
+
+@pytest.mark.parametrize("algorithm", ["partition", "permutation", "kernel"])
+def test_shap_same_seed_same_values_even_concurrently(algorithm: str) -> None:
+    features = WordFeatures.from_input(TEXT + " fun fun")
+    model = BagOfWordsModel()
+
+    def run(seed: int) -> np.ndarray:
+        return explain_shap(
+            features,
+            joint(model, model),
+            columns=(1, 3),
+            algorithm=algorithm,  # type: ignore[arg-type]
+            max_evals=120,
+            seed=seed,
+        ).values[1]
+
+    first = run(7)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(run, [7, 8, 7, 8]))
+    np.testing.assert_array_equal(concurrent[0], first)
+    np.testing.assert_array_equal(concurrent[2], first)
+    np.testing.assert_array_equal(concurrent[1], concurrent[3])
+
+
+def test_lime_same_seed_same_weights_other_seed_differs() -> None:
+    features = WordFeatures.from_input(TEXT)
+    model = BagOfWordsModel()
+
+    def run(seed: int) -> np.ndarray:
+        return explain_lime(
+            features, joint(model, model), columns=(1,), num_samples=100, seed=seed
+        ).weights[1]
+
+    np.testing.assert_array_equal(run(1), run(1))
+    assert not np.array_equal(run(1), run(2))
+
+
+@pytest.mark.parametrize(("masking", "mask_string"), [("mask_token", "[MASK]"), ("remove", "")])
+def test_lime_equals_a_direct_lime_text_explainer_call(masking: str, mask_string: str) -> None:
+    """Engine LIME for one model = `LimeTextExplainer.explain_instance` on the real text."""
+    model = BagOfWordsModel(bias=-0.2)
+    other = BagOfWordsModel(weights={"plot": 1.0})
+    features = WordFeatures.from_input(TEXT)
+    d = len(features)
+    direct_explainer = LimeTextExplainer(
+        split_expression=r"\s+",
+        bow=False,
+        mask_string=mask_string,
+        random_state=11,
+        feature_selection="none",
+    )
+    direct = direct_explainer.explain_instance(
+        TEXT, model.predict_proba, labels=(1,), num_features=d, num_samples=250
+    )
+    expected = np.zeros(d)
+    for feature, weight in direct.local_exp[1]:
+        expected[feature] = weight
+    engine = explain_lime(
+        features,
+        joint(model, other),
+        columns=(1, 3),
+        num_samples=250,
+        seed=11,
+        masking=masking,  # type: ignore[arg-type]
+        mask_token="[MASK]",
+    )
+    np.testing.assert_allclose(engine.weights[1], expected, rtol=0, atol=1e-12)
+
+
+def test_pair_partition_tree_joins_segments_at_the_root() -> None:
+    features = WordFeatures.from_input(("good film , really", "bad plot"))
+    tree = word_partition_tree(features)
+    d = len(features)
+    assert tree.shape == (d - 1, 4)
+    members: dict[int, set[int]] = {i: {i} for i in range(d)}
+    for row, (left, right, _, size) in enumerate(tree):
+        members[d + row] = members[int(left)] | members[int(right)]
+        assert len(members[d + row]) == size
+        cluster = members[d + row]
+        if row < len(tree) - 1:  # only the root mixes the two segments
+            assert {features.segments[i] for i in cluster} in ({0}, {1})
+    assert members[2 * d - 2] == set(range(d))
+
+
+def test_single_word_inputs() -> None:
+    model = BagOfWordsModel()
+    features = WordFeatures.from_input("excellent")
+    for algorithm in ("partition", "permutation", "kernel"):
+        values = explain_shap(
+            features,
+            joint(model, model),
+            columns=(1,),
+            algorithm=algorithm,
+            max_evals=50,  # type: ignore[arg-type]
+        ).values[1]
+        assert values[0] == pytest.approx(1 / (1 + np.exp(-3.0)) - 0.5)
+    weights = explain_lime(features, joint(model, model), columns=(1,), num_samples=20, seed=0)
+    assert weights.weights[1].shape == (1,)

@@ -1,0 +1,219 @@
+"""explain_and_align: sampling, both models on shared perturbations, noise floor, alignment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from lime.lime_text import LimeTextExplainer
+
+from tests.explain.bag_of_words import (
+    SHIFTED_WEIGHTS,
+    BagOfWordsModel,
+    FakeEvaluator,
+    SimpleDataset,
+)
+from trustdiff.config import ExplainSettings
+from trustdiff.errors import AuditCancelledError, ConfigError
+from trustdiff.explain import explain_and_align
+from trustdiff.explain.runner import instance_seed, select_instances
+from trustdiff.metrics.alignment import ALIGNMENT_METRICS
+
+LABELS = ["negative", "positive"]
+TEXTS = [
+    "the excellent movie was dull",
+    "awful plot and good acting",
+    "",
+    "fun fun and the ending was good",
+    "the cast was dull and the music awful",
+    "excellent",
+    "a good film with an awful ending and excellent music",
+]
+SETTINGS = ExplainSettings(instances=4, lime_samples=60, shap_max_evals=80, top_k=3)
+
+
+def dataset(texts: list[str] | list[tuple[str, str]] = TEXTS) -> SimpleDataset:  # type: ignore[assignment]
+    return SimpleDataset(inputs=list(texts), labels=[i % 2 for i in range(len(texts))])
+
+
+def audit(
+    evaluator: FakeEvaluator,
+    data: SimpleDataset,
+    settings: ExplainSettings = SETTINGS,
+    **options,  # type: ignore[no-untyped-def]
+):  # type: ignore[no-untyped-def]
+    reference, candidate = evaluator.predict_proba(data.inputs)
+    evaluator.requests.clear()
+    return explain_and_align(
+        evaluator,
+        data,
+        reference_proba=reference,
+        candidate_proba=candidate,
+        settings=settings,
+        labels=LABELS,
+        seed=options.pop("seed", 0),
+        progress=options.pop("progress", None),
+        should_cancel=options.pop("should_cancel", None),
+        **options,
+    )
+
+
+def test_a_model_audited_against_itself_aligns_perfectly() -> None:
+    model = BagOfWordsModel()
+    alignment, explanations = audit(FakeEvaluator(model, model), dataset())
+    assert set(alignment) == {"lime", "shap"}
+    for method_alignment in alignment.values():
+        assert method_alignment.n_instances == 4
+        for name in ALIGNMENT_METRICS:
+            summary = getattr(method_alignment, name)
+            assert summary.mean == pytest.approx(1.0) and summary.n == 4
+            assert summary.ci_low == pytest.approx(1.0)
+        assert method_alignment.noise_floor is not None
+        assert method_alignment.noise_floor.jaccard_at_k.n == 4
+    assert len(explanations) == 4
+    for explanation in explanations.values():
+        assert explanation.lime is not None and explanation.shap is not None
+        assert explanation.lime.reference == explanation.lime.candidate
+        assert explanation.lime.reference_rerun is not None
+        assert explanation.alignment["lime"]["jaccard_at_k"] == 1.0
+
+
+def test_a_different_candidate_is_flagged_and_noise_floor_is_reported() -> None:
+    evaluator = FakeEvaluator(BagOfWordsModel(), BagOfWordsModel(weights=SHIFTED_WEIGHTS))
+    settings = SETTINGS.model_copy(update={"instances": 6, "lime_samples": 200})
+    alignment, explanations = audit(evaluator, dataset(), settings)
+    lime = alignment["lime"]
+    assert lime.noise_floor is not None
+    # "good" flips sign in the candidate: the models disagree more than LIME disagrees with
+    # itself under another seed.
+    for method_alignment in alignment.values():
+        floor = method_alignment.noise_floor
+        assert floor is not None
+        for name in ("sign_agreement", "cosine_similarity"):
+            assert getattr(method_alignment, name).mean < getattr(floor, name).mean
+    assert lime.settings["samples"] == 200
+    assert alignment["shap"].settings["algorithm"] == "partition"
+    # Empty rows are never sampled; every explanation is over the row's own words.
+    assert 2 not in explanations
+    for index, explanation in explanations.items():
+        assert explanation.words == TEXTS[index].split()
+        assert len(explanation.lime.reference) == len(explanation.words)  # type: ignore[union-attr]
+
+
+def test_both_models_see_identical_perturbed_texts() -> None:
+    reference, candidate = BagOfWordsModel(), BagOfWordsModel(weights=SHIFTED_WEIGHTS)
+    evaluator = FakeEvaluator(reference, candidate)
+    data = dataset()
+    reference.seen.clear()
+    candidate.seen.clear()
+    audit(evaluator, data)
+    assert reference.seen == candidate.seen
+    assert len(reference.seen) > 100
+
+
+def test_seeded_and_deterministic_across_worker_counts() -> None:
+    evaluator = FakeEvaluator(BagOfWordsModel(), BagOfWordsModel(weights=SHIFTED_WEIGHTS))
+    settings = SETTINGS.model_copy(update={"shap_algorithm": "permutation"})
+    one = audit(evaluator, dataset(), settings, workers=1)
+    three = audit(evaluator, dataset(), settings, workers=3)
+    assert one[0] == three[0]
+    assert one[1] == three[1]
+    other_seed = audit(evaluator, dataset(), settings, seed=1)
+    assert other_seed[1] != one[1]
+
+
+def test_engine_lime_equals_direct_lime_call() -> None:
+    reference = BagOfWordsModel(bias=0.4)
+    evaluator = FakeEvaluator(reference, BagOfWordsModel(weights=SHIFTED_WEIGHTS))
+    data = dataset()
+    settings = SETTINGS.model_copy(update={"methods": ("lime",), "masking": "mask_token"})
+    _, explanations = audit(evaluator, data, settings, seed=5)
+    for index, explanation in explanations.items():
+        text = TEXTS[index]
+        d = len(text.split())
+        direct = LimeTextExplainer(
+            split_expression=r"\s+",
+            bow=False,
+            mask_string="[MASK]",
+            random_state=instance_seed(5, index, "lime", 0),
+            feature_selection="none",
+        ).explain_instance(
+            text, reference.predict_proba, labels=(1,), num_features=d, num_samples=60
+        )
+        expected = np.zeros(d)
+        for feature, weight in direct.local_exp[1]:
+            expected[feature] = weight
+        explained_class = LABELS.index(explanation.target)
+        if explained_class == 0:  # binary: the negative class's weights are the negatives
+            expected = -expected
+        np.testing.assert_allclose(explanation.lime.reference, expected, atol=1e-12)  # type: ignore[union-attr]
+
+
+def test_sentence_pairs_keep_the_boundary() -> None:
+    pairs = [("the excellent movie", "was dull"), ("awful plot", "good acting and fun")]
+    model = BagOfWordsModel()
+    evaluator = FakeEvaluator(model, BagOfWordsModel(weights=SHIFTED_WEIGHTS))
+    _, explanations = audit(evaluator, dataset(pairs), SETTINGS)
+    assert set(explanations) == {0, 1}
+    requested = [value for request in evaluator.requests for value in request]
+    assert all(isinstance(value, tuple) and len(value) == 2 for value in requested)
+    for index, explanation in explanations.items():
+        assert "[SEP]" not in explanation.words
+        first, second = pairs[index]
+        assert explanation.segments == [0] * len(first.split()) + [1] * len(second.split())
+    # Some perturbation emptied a whole segment, and the pair survived as a pair.
+    assert any(value[0] == "" or value[1] == "" for value in requested)
+
+
+def test_explained_class_options() -> None:
+    reference = BagOfWordsModel()
+    candidate = BagOfWordsModel(bias=-10.0)  # always predicts negative
+    data = dataset()
+    evaluator = FakeEvaluator(reference, candidate)
+    settings = SETTINGS.model_copy(update={"methods": ("lime",), "noise_floor": False})
+    _, by_reference = audit(evaluator, data, settings)
+    _, own = audit(evaluator, data, settings.model_copy(update={"target": "own_prediction"}))
+    _, gold = audit(evaluator, data, settings.model_copy(update={"target": "gold"}))
+    for index in by_reference:
+        reference_class = int(np.argmax(reference.predict_proba([TEXTS[index]])[0]))
+        assert by_reference[index].target == LABELS[reference_class]
+        assert gold[index].target == LABELS[index % 2]
+        assert own[index].target == LABELS[reference_class]
+        lime_ref = np.array(by_reference[index].lime.candidate)  # type: ignore[union-attr]
+        lime_own = np.array(own[index].lime.candidate)  # type: ignore[union-attr]
+        # The candidate's own prediction is "negative": its weights flip when the reference
+        # explained "positive", and agree otherwise.
+        sign = -1.0 if reference_class == 1 else 1.0
+        np.testing.assert_allclose(lime_own, sign * lime_ref, atol=1e-12)
+        assert by_reference[index].lime.reference_rerun is None  # type: ignore[union-attr]
+
+
+def test_progress_cancel_and_empty_selection() -> None:
+    model = BagOfWordsModel()
+    evaluator = FakeEvaluator(model, model)
+    calls: list[tuple[str, int, int]] = []
+    audit(evaluator, dataset(), SETTINGS, progress=lambda *event: calls.append(event))
+    assert calls[0] == ("explain", 0, 4) and calls[-1] == ("explain", 4, 4)
+    assert [done for _, done, _ in calls] == [0, 1, 2, 3, 4]
+
+    answers = iter([False, False, True])
+    with pytest.raises(AuditCancelledError):
+        audit(evaluator, dataset(), SETTINGS, should_cancel=lambda: next(answers, True), workers=1)
+
+    none = SETTINGS.model_copy(update={"instances": 0})
+    assert audit(evaluator, dataset(), none) == ({}, {})
+
+
+def test_mask_token_needs_a_tokenizer_mask() -> None:
+    model = BagOfWordsModel()
+    evaluator = FakeEvaluator(model, model, mask_token=None)
+    with pytest.raises(ConfigError, match="mask token"):
+        audit(evaluator, dataset(), SETTINGS.model_copy(update={"masking": "mask_token"}))
+
+
+def test_instance_sample_is_seeded() -> None:
+    inputs = [f"word{i} other" for i in range(50)] + [""]
+    first = select_instances(inputs, count=10, seed=3)
+    assert first == select_instances(inputs, count=10, seed=3)
+    assert first != select_instances(inputs, count=10, seed=4)
+    assert first == sorted(first) and len(set(first)) == 10
+    assert select_instances(inputs, count=99, seed=0) == list(range(50))

@@ -1,0 +1,309 @@
+"""Run the demo as a release pipeline would: serve, upload, audit each candidate over HTTP, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from trustdiff.demo.build import default_root
+
+SETTINGS_PATH = Path(__file__).with_name("settings.yaml")
+
+
+@dataclass(frozen=True)
+class CandidateRun:
+    """One audit the demo submits: a candidate checkpoint folder, maybe transformed at load."""
+
+    name: str
+    path: str
+    transform: str | None = None
+
+
+def load_run_settings(path: Path = SETTINGS_PATH) -> dict[str, Any]:
+    """The `run:` section of the demo settings file: candidates and audit settings."""
+    settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    run = settings.get("run")
+    if not isinstance(run, dict):
+        raise SystemExit(f"error: {path} has no `run:` section")
+    return run
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class DemoService:
+    """`trustdiff serve` on its embedded default, in a state folder of the demo's own."""
+
+    def __init__(self, *, state_dir: Path, model_root: Path, data_root: Path) -> None:
+        self.state_dir = state_dir
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        # Drop any database/broker configuration of the caller's shell: the demo shows the
+        # zero-configuration default.
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("TRUSTDIFF_") and key not in {"DATABASE_URL", "BROKER_URL"}
+        }
+        self.env.update(
+            TRUSTDIFF_HOME=str(state_dir),
+            TRUSTDIFF_MODEL_ROOT=str(model_root),
+            TRUSTDIFF_DATA_ROOT=str(data_root),
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            TOKENIZERS_PARALLELISM="false",
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = state_dir / "serve.log"
+
+    def trustdiff(self, *args: str) -> str:
+        completed = subprocess.run(
+            [sys.executable, "-m", "trustdiff", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise SystemExit(f"error: trustdiff {' '.join(args)} failed:\n{completed.stderr}")
+        return completed.stdout
+
+    def start(self, *, timeout: float = 120.0) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trustdiff", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"error: trustdiff serve exited; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.base_url}/v1/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise SystemExit(f"error: trustdiff serve was not ready in {timeout:.0f}s; {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def _raise_for_problem(response: httpx.Response) -> None:
+    if response.is_error:
+        raise SystemExit(f"error: {response.request.method} {response.url}: {response.text}")
+
+
+def _bar(done: int, total: int, width: int = 24) -> str:
+    filled = int(width * done / total) if total else 0
+    return "#" * filled + "-" * (width - filled)
+
+
+def poll_until_finished(client: httpx.Client, audit_id: str, name: str) -> dict[str, Any]:
+    """Poll the audit, drawing one progress line, until it leaves queued/running."""
+    started = time.monotonic()
+    while True:
+        response = client.get(f"/v1/audits/{audit_id}")
+        _raise_for_problem(response)
+        audit = response.json()
+        progress = audit.get("progress") or {}
+        stage = progress.get("stage") or audit["status"]
+        done, total = int(progress.get("done") or 0), int(progress.get("total") or 0)
+        elapsed = time.monotonic() - started
+        line = f"  {name:<10} {stage:<9} [{_bar(done, total)}] {done}/{total}  {elapsed:5.0f}s"
+        print("\r" + line, end="", file=sys.stderr, flush=True)
+        if audit["status"] not in {"queued", "running"}:
+            print(file=sys.stderr)
+            return audit
+        time.sleep(1.0)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def summary_row(name: str, result: dict[str, Any]) -> list[str]:
+    """The columns a release engineer reads first, from one result document."""
+    parity = result["parity"]
+    delta_ece = result["calibration"]["delta"]["ece"]
+    row = [
+        name,
+        f"{parity['reference']['accuracy']:.3f} → {parity['candidate']['accuracy']:.3f}",
+        _fmt(parity["agreement"]),
+        f"{delta_ece['value']:+.3f} [{_fmt(delta_ece['ci_low'])}, {_fmt(delta_ece['ci_high'])}]",
+    ]
+    for method in ("lime", "shap"):
+        alignment = result["alignment"].get(method)
+        if alignment is None:
+            row.append("—")
+            continue
+        floor = (alignment.get("noise_floor") or {}).get("jaccard_at_k") or {}
+        row.append(f"{_fmt(alignment['jaccard_at_k']['mean'], 2)} ({_fmt(floor.get('mean'), 2)})")
+    row.append("PASS" if result["gate"]["passed"] else "FAIL")
+    return row
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    header = [
+        "candidate",
+        "accuracy ref → cand",
+        "agreement",
+        "ΔECE [95% CI]",
+        "LIME j@10 (floor)",
+        "SHAP j@10 (floor)",
+        "gate",
+    ]
+    table = [header, *rows]
+    widths = [max(len(row[column]) for row in table) for column in range(len(header))]
+    lines = [
+        " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in table
+    ]
+    lines.insert(1, "-|-".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def failing_checks(result: dict[str, Any]) -> list[str]:
+    return [
+        f"{check['name']} = {_fmt(check['value'])} (needs {check['comparison']} "
+        f"{_fmt(check['threshold'])})"
+        for check in result["gate"]["checks"]
+        if not check["passed"]
+    ]
+
+
+def run_demo(root: Path, out_dir: Path, settings: dict[str, Any]) -> int:
+    model_root, data_root = root / "models", root / "data"
+    eval_file = data_root / "eval.jsonl"
+    if not eval_file.exists():
+        raise SystemExit(f"error: {eval_file} is missing; run `python -m trustdiff.demo.build`")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    service = DemoService(state_dir=out_dir / "state", model_root=model_root, data_root=data_root)
+    candidates = [CandidateRun(**candidate) for candidate in settings["candidates"]]
+    audit_body: dict[str, Any] = settings["audit"]
+    print(f"starting trustdiff serve (embedded default) on {service.base_url}", file=sys.stderr)
+    service.start()
+    try:
+        key_output = service.trustdiff("keys", "create", "--tenant", "demo")
+        match = re.search(r"\btd_[A-Za-z0-9_\-]+", key_output) or re.search(
+            r"(\S{24,})", key_output
+        )
+        if match is None:
+            raise SystemExit(f"error: no key in `trustdiff keys create` output: {key_output!r}")
+        headers = {"Authorization": f"Bearer {match.group(0)}"}
+        with httpx.Client(base_url=service.base_url, headers=headers, timeout=60) as client:
+            with eval_file.open("rb") as handle:
+                response = client.post(
+                    "/v1/datasets", files={"file": ("eval.jsonl", handle, "application/jsonl")}
+                )
+            _raise_for_problem(response)
+            dataset = response.json()
+            print(
+                f"uploaded eval split: {dataset['id']} ({dataset.get('rows')} rows)",
+                file=sys.stderr,
+            )
+            submitted: dict[str, str] = {}
+            for candidate in candidates:
+                body = json.loads(json.dumps(audit_body))
+                body["reference"] = {"path": settings["reference"]}
+                body["candidate"] = {"path": candidate.path}
+                if candidate.transform:
+                    body["candidate"]["transform"] = candidate.transform
+                body["dataset"] = {**body.get("dataset", {}), "id": dataset["id"]}
+                response = client.post("/v1/audits", json=body)
+                _raise_for_problem(response)
+                submitted[candidate.name] = response.json()["id"]
+                print(
+                    f"submitted {candidate.name}: {response.headers.get('Location')}",
+                    file=sys.stderr,
+                )
+            rows = []
+            any_failed = False
+            for name, audit_id in submitted.items():
+                audit = poll_until_finished(client, audit_id, name)
+                if audit["status"] != "succeeded":
+                    print(f"  {name}: {audit['status']}: {audit.get('error')}", file=sys.stderr)
+                    any_failed = True
+                    continue
+                result = client.get(f"/v1/audits/{audit_id}/result").json()
+                (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
+                report = client.get(f"/v1/audits/{audit_id}/report")
+                if report.status_code == 200:
+                    (out_dir / f"{name}.html").write_text(report.text, encoding="utf-8")
+                rows.append((name, result))
+    finally:
+        service.stop()
+    table = format_table([summary_row(name, result) for name, result in rows])
+    lines = [table, ""]
+    for name, result in rows:
+        failures = failing_checks(result)
+        verdict = "can ship" if not failures else "blocked by " + "; ".join(failures)
+        lines.append(f"{name}: {verdict}")
+    text = "\n".join(lines)
+    (out_dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
+    print()
+    print(text)
+    print(f"\nresults and reports: {out_dir}/")
+    return 1 if any_failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m trustdiff.demo.run",
+        description="Audit the demo's compressed candidates against the reference over HTTP, "
+        "on `trustdiff serve`'s embedded default, and print a side-by-side verdict table. "
+        "Build the assets first with `python -m trustdiff.demo.build` (`make demo` does both).",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=default_root(),
+        help="demo assets folder (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/demo"),
+        help="where results, reports and the summary go (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        default=SETTINGS_PATH,
+        help="demo settings file; its `run:` section (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    return run_demo(args.root, args.out, load_run_settings(args.settings))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""SHAP over word positions through the `shap` library (Partition, Permutation or Kernel)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from trustdiff.config import Masking, ShapAlgorithm
+from trustdiff.explain.words import WordFeatures
+
+if TYPE_CHECKING:
+    from trustdiff.explain.words import PredictFunction
+
+
+# shap draws from numpy's *global* generator: Permutation seeds it in its constructor and
+# shuffles with it, Kernel samples coalitions with it, and even Partition breaks priority ties
+# in its Owen recursion with `np.random.randn()` (shap issue #3995: a seed alone does not make
+# results reproducible). Each SHAP explanation therefore runs under this lock with the global
+# generator seeded for that explanation, and the caller's generator state is put back after.
+_GLOBAL_NUMPY_RANDOM = threading.Lock()
+
+
+@contextmanager
+def _seeded_global_numpy_random(seed: int) -> Iterator[None]:
+    with _GLOBAL_NUMPY_RANDOM:
+        saved = np.random.get_state()
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            np.random.set_state(saved)
+
+
+@dataclass(frozen=True)
+class ShapAttributions:
+    """SHAP values per explained output column: `values[column]` has shape (d,).
+
+    Additivity: `base_values[column] + values[column].sum()` equals the model output on the
+    unperturbed input (exactly for Partition and Permutation, up to the fit for Kernel).
+    """
+
+    values: dict[int, NDArray[np.float64]]
+    base_values: dict[int, float]
+
+
+def word_partition_tree(features: WordFeatures) -> NDArray[np.float64]:
+    """The Partition explainer's hierarchy over the words, shape (d − 1, 4), scipy linkage form.
+
+    Each segment is clustered with the heuristic `shap.maskers.Text` uses for its own tokens
+    (adjacent words merge first, punctuation and connectives late), with cluster sizes as
+    heights as that masker does; for a text pair the two segment trees are joined only at the
+    root, so no coalition straddles the boundary before the top level.
+    """
+    from shap.maskers._text import partition_tree
+
+    d = len(features)
+    segment_words = [
+        [w for w, s in zip(features.words, features.segments, strict=True) if s == segment]
+        for segment in (0, 1)
+    ]
+    rows: list[NDArray[np.float64]] = []
+    roots: list[int] = []
+    offset = 0  # first global leaf index of the segment
+    next_node = d  # global index of the next internal node
+    for words in segment_words:
+        if not words:
+            continue
+        size = len(words)
+        tree = partition_tree(words, [])
+        local_to_global = np.concatenate(
+            [offset + np.arange(size), next_node + np.arange(size - 1)]
+        ).astype(np.float64)
+        if size > 1:
+            remapped = tree.copy()
+            remapped[:, 0] = local_to_global[tree[:, 0].astype(int)]
+            remapped[:, 1] = local_to_global[tree[:, 1].astype(int)]
+            rows.append(remapped)
+            roots.append(next_node + size - 2)
+        else:
+            roots.append(offset)
+        offset += size
+        next_node += size - 1
+    if len(roots) == 2:
+        rows.append(np.array([[roots[0], roots[1], 0.0, float(d)]]))
+    linkage = np.concatenate(rows) if rows else np.zeros((0, 4))
+    if len(linkage):
+        linkage[:, 2] = linkage[:, 3] / linkage[:, 3].max()
+    return linkage
+
+
+def _keep_mask_masker(d: int, clustering: NDArray[np.float64] | None) -> Any:
+    """A shap masker whose masked "input" is the keep-mask itself, shape (1, d)."""
+    from shap.maskers import Masker
+
+    class KeepMaskMasker(Masker):
+        def __init__(self) -> None:
+            self.shape = (1, d)
+            self.clustering = clustering
+            # Every call returns a fresh array, so shap need not deep-copy it.
+            self.immutable_outputs = True
+
+        def __call__(self, mask: Any, *args: Any) -> tuple[NDArray[np.bool_]]:
+            keep = self._standardize_mask(mask, *args)
+            return (np.array(keep, dtype=bool).reshape(1, d),)
+
+    return KeepMaskMasker()
+
+
+def explain_shap(
+    features: WordFeatures,
+    predict: PredictFunction,
+    *,
+    columns: Sequence[int],
+    algorithm: ShapAlgorithm = "partition",
+    max_evals: int = 500,
+    seed: int = 0,
+    masking: Masking = "remove",
+    mask_token: str | None = None,
+    batch_size: int = 64,
+) -> ShapAttributions:
+    """Explain the output `columns` of `predict` around `features`, all columns at once.
+
+    `predict(inputs)` returns an (n, C) array. One explanation covers every column, so each
+    column's model is evaluated on the same coalitions (for Partition, the recursion expands
+    the coalitions where any explained column changes most). `max_evals` bounds the model
+    evaluations; Permutation needs at least one forward and backward pass, `2d + 1`, and is
+    given that when `max_evals` is smaller. `batch_size` is how many coalitions shap hands
+    over per call (Partition, Permutation); larger calls batch better in the evaluator.
+    """
+    import shap
+
+    d = len(features)
+    if d == 0:
+        raise ValueError("cannot explain an input without words")
+    selected = list(columns)
+
+    def model(keep_masks: NDArray[Any]) -> NDArray[np.float64]:
+        inputs = features.compose_many(
+            np.asarray(keep_masks) > 0.5, masking=masking, mask_token=mask_token
+        )
+        return np.asarray(predict(inputs), dtype=np.float64)[:, selected]
+
+    with _seeded_global_numpy_random(seed):
+        if algorithm == "kernel":
+            kernel = shap.KernelExplainer(model, np.zeros((1, d)))
+            raw = kernel.shap_values(np.ones((1, d)), nsamples=max_evals, l1_reg=False, silent=True)
+            values = np.asarray(raw, dtype=np.float64).reshape(d, len(selected))
+            base = np.asarray(kernel.expected_value, dtype=np.float64).reshape(len(selected))
+        else:
+            if algorithm == "partition":
+                masker = _keep_mask_masker(d, word_partition_tree(features))
+                explainer: Any = shap.explainers.PartitionExplainer(model, masker)
+                budget = max_evals
+            elif algorithm == "permutation":
+                # No clustering: with one, shap shuffles along the tree inside numba, whose
+                # generator numpy's seed does not reach, and results are not reproducible.
+                # Plain permutations (numpy's global generator, seeded above) estimate the
+                # ordinary Shapley values.
+                masker = _keep_mask_masker(d, None)
+                explainer = shap.explainers.PermutationExplainer(model, masker, seed=seed % 2**32)
+                budget = max(max_evals, 2 * d + 1)
+            else:
+                raise ValueError(f"unknown SHAP algorithm {algorithm!r}")
+            result = explainer(
+                np.zeros((1, d)), max_evals=budget, batch_size=batch_size, silent=True
+            )
+            values = np.asarray(result.values, dtype=np.float64).reshape(d, len(selected))
+            base = np.asarray(result.base_values, dtype=np.float64).reshape(len(selected))
+    return ShapAttributions(
+        values={column: values[:, i].copy() for i, column in enumerate(selected)},
+        base_values={column: float(base[i]) for i, column in enumerate(selected)},
+    )

@@ -1,0 +1,218 @@
+"""Run one audit job: claim the row, run the engine outside any transaction, store the outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from service import transitions
+from service.audits import dataset_root_path
+from service.db import Database
+from service.problems import NotFound
+from service.settings import Settings
+from service.transitions import InvalidTransition, Progress
+from trustdiff.config import AuditConfig
+from trustdiff.errors import AuditCancelledError, TrustdiffError
+
+if TYPE_CHECKING:
+    from trustdiff.result import AuditResult
+
+logger = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "internal_error"
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat(threading.Thread):
+    """Writes the heartbeat and the latest progress in short transactions while a job runs.
+
+    The engine calls `report` from its own thread as often as it likes; only this thread
+    touches the database, at most once per interval. Each beat also reads whether a cancel
+    was requested, which `should_cancel` answers from memory at every batch boundary.
+    """
+
+    def __init__(self, database: Database, audit_id: uuid.UUID, interval_s: float) -> None:
+        super().__init__(name=f"heartbeat-{audit_id}", daemon=True)
+        self.database = database
+        self.audit_id = audit_id
+        self.interval_s = interval_s
+        self.cancel_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._progress: Progress | None = None
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        with self._lock:
+            self._progress = Progress(stage=stage, done=done, total=total)
+
+    def should_cancel(self) -> bool:
+        return self.cancel_requested.is_set()
+
+    def beat(self) -> None:
+        with self._lock:
+            progress, self._progress = self._progress, None
+        try:
+            with self.database.transaction() as session:
+                if transitions.record_heartbeat(session, self.audit_id, progress):
+                    self.cancel_requested.set()
+        except Exception:
+            # A missed beat is harmless as long as the next one lands before the timeout.
+            logger.warning("audit %s: heartbeat failed", self.audit_id, exc_info=True)
+            with self._lock:
+                self._progress = self._progress or progress
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            self.beat()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()
+
+
+def _with_retries(action: Callable[[], Any], *, attempts: int = 4) -> Any:
+    """Retry a short transaction on transient database errors.
+
+    Used for storing an outcome: losing minutes of compute to one dropped connection would be
+    worse than waiting a few seconds.
+    """
+    for attempt in range(attempts):
+        try:
+            return action()
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            logger.warning("transient database error; retrying", exc_info=True)
+            time.sleep(2**attempt)
+    return None
+
+
+def _claim(database: Database, audit_id: uuid.UUID) -> tuple[AuditConfig, str] | None:
+    with database.transaction() as session:
+        try:
+            audit = transitions.start_running(session, audit_id, worker=worker_name())
+        except (NotFound, InvalidTransition) as error:
+            # Redelivered or duplicate messages land here: the row says what is true.
+            logger.info("audit %s not started: %s", audit_id, error.detail)
+            return None
+        return AuditConfig.model_validate(audit.config), audit.dataset_root
+
+
+def _store_outcome(
+    database: Database, audit_id: uuid.UUID, outcome: Callable[[Session], Any]
+) -> None:
+    def store() -> None:
+        with database.transaction() as session:
+            outcome(session)
+
+    try:
+        _with_retries(store)
+    except InvalidTransition as error:
+        # The sweep decided this run was lost (e.g. the heartbeat stalled); its decision stands.
+        logger.warning("audit %s: outcome dropped: %s", audit_id, error.detail)
+
+
+def _result_document(result: AuditResult) -> dict[str, Any]:
+    from trustdiff.result import dump_result
+
+    # The same JSON text the CLI writes (NaN refused), so API and CLI documents match.
+    document: dict[str, Any] = json.loads(dump_result(result))
+    return document
+
+
+def run_audit_job(
+    audit_id: str | uuid.UUID,
+    *,
+    database: Database | None = None,
+    settings: Settings | None = None,
+) -> str | None:
+    """Run a queued audit to its end; returns its final status, or None if it was not queued.
+
+    The engine runs with no transaction open; the heartbeat thread writes progress. Engine
+    errors fail the audit with their code and message, a cancel at a batch boundary cancels
+    it, anything else fails it with a generic message (the traceback goes to the log).
+    """
+    from workers.celery_app import worker_context
+
+    database, settings = worker_context(database, settings)
+    audit_id = uuid.UUID(str(audit_id))
+    claimed = _claim(database, audit_id)
+    if claimed is None:
+        return None
+    config, dataset_root = claimed
+    logger.info("audit %s: running", audit_id)
+
+    from trustdiff.audit import run_audit
+
+    heartbeat = Heartbeat(database, audit_id, settings.heartbeat_interval_s)
+    heartbeat.start()
+    try:
+        result = run_audit(
+            config,
+            model_root=settings.model_root,
+            data_root=dataset_root_path(settings, dataset_root),
+            progress=heartbeat.report,
+            should_cancel=heartbeat.should_cancel,
+        )
+        document = _result_document(result)
+    except AuditCancelledError:
+        logger.info("audit %s: cancelled", audit_id)
+        outcome: Callable[[Session], Any] = partial(transitions.mark_cancelled, audit_id=audit_id)
+        status = "cancelled"
+    except TrustdiffError as error:
+        logger.info("audit %s: failed: %s: %s", audit_id, error.code, error.message)
+        outcome = partial(
+            transitions.mark_failed, audit_id=audit_id, code=error.code, message=error.message
+        )
+        status = "failed"
+    except Exception:
+        logger.exception("audit %s: unexpected error", audit_id)
+        outcome = partial(
+            transitions.mark_failed,
+            audit_id=audit_id,
+            code=INTERNAL_ERROR,
+            message=f"the audit stopped on an unexpected error; the worker log has the "
+            f"details (search for audit {audit_id})",
+        )
+        status = "failed"
+    else:
+        outcome = partial(transitions.mark_succeeded, audit_id=audit_id, result=document)
+        status = "succeeded"
+    finally:
+        heartbeat.stop()
+    _store_outcome(database, audit_id, outcome)
+    logger.info("audit %s: %s", audit_id, status)
+    return status
+
+
+def sweep_stale_audits(
+    *, database: Database | None = None, settings: Settings | None = None
+) -> list[uuid.UUID]:
+    """Re-queue or fail audits whose worker died; re-send jobs the broker refused."""
+    from workers.celery_app import worker_context
+
+    database, settings = worker_context(database, settings)
+    with database.transaction() as session:
+        touched = transitions.recover_stale_audits(
+            session,
+            heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout_s),
+            max_attempts=settings.max_attempts,
+        )
+    if touched:
+        logger.warning("sweep recovered audits %s", [str(audit_id) for audit_id in touched])
+    return touched

@@ -1,0 +1,45 @@
+"""Celery tasks: thin adapters (names, retries, acks) around plain functions tests call."""
+
+from __future__ import annotations
+
+from celery import Task
+from kombu.exceptions import OperationalError as BrokerOperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from service.jobs import DELIVER_CALLBACK_TASK, RUN_AUDIT_TASK
+from workers.callbacks import CallbackDeliveryError, deliver_callback, record_callback_failure
+from workers.celery_app import app, settings
+from workers.runner import run_audit_job
+
+# A database or broker that blips: retrying later is right. Anything else is the audit's own
+# failure, which the runner has already recorded on the row.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerOperationalError)
+
+
+@app.task(
+    name=RUN_AUDIT_TASK,
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    max_retries=5,
+)
+def run_audit(audit_id: str) -> None:
+    run_audit_job(audit_id)
+
+
+@app.task(
+    name=DELIVER_CALLBACK_TASK,
+    bind=True,
+    acks_late=True,
+    max_retries=settings.callback_max_attempts - 1,
+)
+def send_audit_callback(self: Task, audit_id: str) -> None:
+    try:
+        deliver_callback(audit_id)
+    except CallbackDeliveryError as error:
+        if self.request.retries >= settings.callback_max_attempts - 1:
+            record_callback_failure(audit_id, str(error))
+            return
+        delay = settings.callback_backoff_s * 2**self.request.retries
+        raise self.retry(exc=error, countdown=delay) from error
