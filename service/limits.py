@@ -36,27 +36,35 @@ class BodySizeLimit:
             return
 
         received = 0
-        response_started = False
+        exceeded = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    exceeded = True
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
+        async def guarded_send(message: Message) -> None:
+            # Frameworks turn a failing body read into their own 400; once the limit was
+            # passed, whatever the app answers is replaced by the 413 it really is.
+            nonlocal refused
+            if not exceeded:
+                await send(message)
+            elif not refused and message["type"] == "http.response.start":
+                refused = True
+                await self._refuse(limit, scope, receive, send)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
-            if response_started:
-                raise
+            if refused:
+                return
+            refused = True
             await self._refuse(limit, scope, receive, send)
 
     @staticmethod

@@ -102,14 +102,11 @@ def problem_response(
     extra: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": problem_type(code),
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    body.update(jsonable_encoder(dict(extra or {})))
+    # Extension members never override the standard ones.
+    body: dict[str, Any] = jsonable_encoder(dict(extra or {}))
+    body.update(
+        type=problem_type(code), title=title, status=status, detail=detail, code=code
+    )
     return JSONResponse(body, status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE)
 
 

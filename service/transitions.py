@@ -29,7 +29,7 @@ class InvalidTransition(Conflict):
     def __init__(self, audit: Audit, action: str) -> None:
         super().__init__(
             f"cannot {action} audit {audit.id}: it is {audit.status}",
-            extra={"status": audit.status},
+            extra={"audit_status": audit.status},
         )
 
 

@@ -206,7 +206,7 @@ def _number(value: float | None, digits: int = 4, *, signed: bool = False) -> st
 def _interval_text(low: float | None, high: float | None) -> str:
     if low is None or high is None:
         return "-"
-    return f"[{low:+.4f}, {high:+.4f}]"
+    return f"[{low:.4f}, {high:.4f}]"
 
 
 def _check_row(check: GateCheck) -> list[str]:

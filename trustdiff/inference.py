@@ -180,7 +180,12 @@ def load_model_runner(
     target = torch.device("cpu") if transform == "int8-dynamic" else resolve_device(device)
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    # transformers 5 draws a "Loading weights" bar per model; on a worker's or the CLI's
+    # stderr it only buries real progress. Restored afterwards: the setting is global.
+    bars_were_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             str(path), trust_remote_code=False, local_files_only=True
@@ -194,6 +199,9 @@ def load_model_runner(
         )
     except (OSError, ValueError, KeyError) as error:
         raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {error}") from error
+    finally:
+        if bars_were_enabled:
+            transformers_logging.enable_progress_bar()
     if tokenizer.pad_token_id is None:
         # Decoder-style classifiers (GPT-2, Llama) ship no pad token; their end-of-text token
         # is the conventional stand-in, and the attention mask hides it anyway.

@@ -283,23 +283,32 @@ class _Svg:
         self.text((self.left + self.right) / 2, self.bottom + 32, x_label, anchor="middle")
         self.text(14, (self.top + self.bottom) / 2, y_label, anchor="middle", rotate=True)
 
-    def legend(self, items: Sequence[tuple[str, str, str]], *, x: float, y: float) -> None:
-        """Items are (label, colour, mark) with mark "line", "dash" or "box", one per row."""
-        for row, (label, colour, mark) in enumerate(items):
-            row_y = y + row * 16
+    def legend(
+        self,
+        items: Sequence[tuple[str, str, str]],
+        *,
+        x: float,
+        y: float,
+        columns: int = 1,
+        column_width: float = 0.0,
+    ) -> None:
+        """Items are (label, colour, mark) with mark "line", "dash" or "box", row by row."""
+        for position, (label, colour, mark) in enumerate(items):
+            row, column = divmod(position, columns)
+            item_x, item_y = x + column * column_width, y + row * 16
             if mark == "box":
-                self.rect(x, row_y - 8, 12, 10, fill=colour)
+                self.rect(item_x, item_y - 8, 12, 10, fill=colour)
             else:
                 self.line(
-                    x,
-                    row_y - 3,
-                    x + 14,
-                    row_y - 3,
+                    item_x,
+                    item_y - 3,
+                    item_x + 14,
+                    item_y - 3,
                     stroke=colour,
                     width=2,
                     dash="4 3" if mark == "dash" else None,
                 )
-            self.text(x + 19, row_y + 1, label, fill="#1f2328")
+            self.text(item_x + 19, item_y + 1, label, fill="#1f2328")
 
     def render(self) -> str:
         return (
@@ -404,10 +413,11 @@ def _verdict_section(result: AuditResult) -> str:
     ci_label = _ci_label(result)
     rows = "".join(_check_row(check) for check in checks)
     table = (
-        '<table class="checks"><thead><tr><th>Result</th><th>Check</th><th>Pillar</th>'
+        '<div class="table-scroll"><table class="checks"><thead>'
+        "<tr><th>Result</th><th>Check</th><th>Pillar</th>"
         f'<th class="num">Value</th><th class="num">{ci_label}</th><th>Rule</th>'
         "<th>Against the threshold</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
+        f"<tbody>{rows}</tbody></table></div>"
         if checks
         else '<p class="empty">The gate has no checks.</p>'
     )
@@ -456,7 +466,7 @@ def _check_row(check: GateCheck) -> str:
         f"<td>{_e(check.pillar)}</td>"
         f'<td class="num">{_cell(check.value)}</td>'
         f'<td class="num">{_interval(check.ci_low, check.ci_high)}</td>'
-        f'<td class="rule">{rule_symbol} {_num(check.threshold)}'
+        f'<td><span class="rule">{rule_symbol} {_num(check.threshold)}</span>'
         f'<div class="description">{judged}</div></td>'
         f'<td class="strip-cell">{_check_strip(check)}</td></tr>'
     )
@@ -686,13 +696,13 @@ def _reliability_plot(
     """Accuracy against confidence per bin for both models, with a bin-count strip below."""
     svg = _Svg(
         440,
-        408,
+        436,
         label=f"Reliability diagram, {reference.n_bins} {reference.binning} bins",
-        plot=(52, 16, 424, 300),
+        plot=(52, 44, 424, 328),
         x_domain=x_domain,
         y_domain=y_domain,
     )
-    x_ticks, y_ticks = _ticks(*x_domain), _ticks(*y_domain)
+    x_ticks, y_ticks = _ticks(*x_domain, count=6), _ticks(*y_domain, count=6)
     svg.axes(
         x_ticks=x_ticks,
         y_ticks=y_ticks,
@@ -728,19 +738,20 @@ def _reliability_plot(
                 fill=colour,
                 tooltip=_bin_tooltip(name, b),
             )
-    # A white card under the legend keeps it legible wherever the points fall.
-    svg.rect(svg.left + 4, svg.top + 4, 170, 54, fill="#ffffff", opacity=0.9)
+    # The legend sits above the plot: inside it, it would hide points wherever it went.
     svg.legend(
         [
             (f"Reference · ECE {_num(reference.ece)}", REFERENCE_COLOUR, "line"),
             (f"Candidate · ECE {_num(candidate.ece)}", CANDIDATE_COLOUR, "line"),
             ("Perfect calibration", "#8c959f", "dash"),
         ],
-        x=svg.left + 10,
-        y=svg.top + 18,
+        x=svg.left,
+        y=12,
+        columns=2,
+        column_width=186,
     )
     # The count strip: one row per model, bars span each bin, height ∝ count.
-    strip_top, row_height = 356.0, 22.0
+    strip_top, row_height = 384.0, 22.0
     for row, (binned, colour, name) in enumerate(
         ((reference, REFERENCE_COLOUR, "reference"), (candidate, CANDIDATE_COLOUR, "candidate"))
     ):
@@ -753,10 +764,11 @@ def _reliability_plot(
             height = (row_height - 4) * b.count / largest
             x0 = svg.x(max(_clamp(b.lower), x_domain[0]))
             x1 = svg.x(max(_clamp(b.upper), x_domain[0]))
+            # Equal-mass bins can be a sliver wide; 2px keeps each one visible.
             svg.rect(
                 x0 + 0.5,
                 base - height,
-                x1 - x0 - 1,
+                max(x1 - x0 - 1, 2.0),
                 height,
                 fill=colour,
                 opacity=0.8,
@@ -891,7 +903,7 @@ def _alignment_histogram(
         440,
         270,
         label=f"{name} Jaccard@{top_k} distribution against the noise floor",
-        plot=(52, 44, 424, 222),
+        plot=(52, 50, 424, 222),
         x_domain=(x_low, x_high),
         y_domain=(0, y_high),
     )
@@ -904,11 +916,22 @@ def _alignment_histogram(
     )
     for position, (label, colour, summary) in enumerate(series):
         _draw_histogram(svg, summary.histogram, colour, position, len(series), label)
-    for _, colour, summary in series:
+    # Mean lines are darker than their bars so a line over its own bar stays visible; the
+    # between-model label goes left of its line and the floor's right, so they rarely collide.
+    for position, (_, colour, summary) in enumerate(series):
         if _finite(summary.mean):
             x = svg.x(summary.mean)
-            stroke = "#1f2328" if colour == NOISE_FLOOR_COLOUR else colour
+            stroke = "#1f2328" if colour == NOISE_FLOOR_COLOUR else "#173f6b"
             svg.line(x, svg.top, x, svg.bottom, stroke=stroke, width=1.5, dash="5 3")
+            name = "floor" if position else "mean"
+            svg.text(
+                x + (4 if position else -4),
+                svg.top - 4,
+                f"{name} {_num(summary.mean, 2)}",
+                anchor="start" if position else "end",
+                size=10,
+                fill=stroke,
+            )
     svg.legend(
         [
             (f"{label} · mean {_num(summary.mean)} (n={summary.n})", colour, "box")
@@ -1292,7 +1315,7 @@ h4 { font-size: 13px; margin: 8px 0 4px; color: var(--muted); }
 .note { color: var(--muted); font-size: 12.5px; margin: 6px 0; }
 .empty { color: var(--muted); font-style: italic; }
 .na { color: #8c959f; }
-.split { display:grid; grid-template-columns: minmax(0, 460px) minmax(0, 1fr); gap: 24px;
+.split { display:grid; grid-template-columns: minmax(0, 440px) minmax(0, 1fr); gap: 24px;
   align-items: start; }
 .split.wide { grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); }
 .split.even { grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); }
@@ -1307,7 +1330,6 @@ th, td { text-align: left; padding: 5px 7px; border-bottom: 1px solid #eaeef2;
 th.group { text-align: center; border-bottom: 1px solid var(--line); }
 thead th { font-size: 12px; color: var(--muted); font-weight: 600;
   border-bottom: 1px solid var(--line); }
-table.metrics tbody th { white-space: nowrap; }
 .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 th.ref, b.ref { color: var(--ref); } th.cand, b.cand { color: var(--cand); }
 tr.minor th, tr.minor td { color: var(--muted); font-weight: 400; font-size: 13px; }
@@ -1390,7 +1412,12 @@ table.setting-group th { width: 62%; }
 .timebar { width: 45%; }
 .timebar i { display:block; height: 8px; margin-top: 5px; background: var(--ref);
   border-radius: 2px; opacity: .55; }
-@media (max-width: 900px) {
+.table-scroll { overflow-x: auto; }
+@media (max-width: 700px) {
+  .pillars, .flips { grid-template-columns: 1fr; }
+  .verdict { flex-direction: column; align-items: flex-start; gap: 8px; }
+}
+@media (max-width: 1100px) {
   .split, .split.wide, .split.even { grid-template-columns: minmax(0, 1fr); }
   .stats { grid-template-columns: repeat(2, 1fr); }
 }
@@ -1405,7 +1432,12 @@ table.setting-group th { width: 62%; }
   section { break-before: auto; }
   figure, tr, .instance, .verdict, .pillars, .stats, .flips { break-inside: avoid; }
   h2, h3 { break-after: avoid; }
-  .split { grid-template-columns: minmax(0, 420px) minmax(0, 1fr); }
-  .split.wide, .split.even { grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); }
+  /* A printed page is ~700px wide: too narrow for a plot or a wide table beside another. */
+  .split, .split.wide { grid-template-columns: minmax(0, 1fr); }
+  .split.even { grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); }
+  .figures { gap: 8px 24px; }
+  svg.plot { max-width: 330px; }
+  figcaption { max-width: 330px; }
+  td.strip-cell svg.plot { width: 150px; }
 }
 """

@@ -27,7 +27,7 @@ def _require_succeeded(audit: Audit, what: str) -> None:
         raise Conflict(
             f"the audit's {what} exists once it has succeeded; it is {audit.status}",
             code="audit_not_succeeded",
-            extra={"status": audit.status},
+            extra={"audit_status": audit.status},
         )
 
 

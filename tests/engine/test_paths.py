@@ -49,9 +49,10 @@ def test_a_symlink_inside_the_root_is_followed(tmp_path: Path) -> None:
 
 
 def test_without_a_root_any_local_path_is_accepted(tmp_path: Path) -> None:
-    assert resolve_under_root(tmp_path / ".." / "x", None, what="dataset") == (
-        tmp_path.parent / "x"
-    ).resolve()
+    assert (
+        resolve_under_root(tmp_path / ".." / "x", None, what="dataset")
+        == (tmp_path.parent / "x").resolve()
+    )
 
 
 def test_an_empty_path_is_refused(tmp_path: Path) -> None:

@@ -204,9 +204,7 @@ def test_binary_brier_is_twice_scikit_learn_brier_score_loss(seed: int) -> None:
 @pytest.mark.parametrize(("seed", "n_classes"), [(0, 2), (1, 3), (2, 6)])
 def test_multiclass_brier_against_scikit_learn_unscaled(seed: int, n_classes: int) -> None:
     y_true, proba = _random_case(seed, n_classes)
-    expected = brier_score_loss(
-        y_true, proba, labels=list(range(n_classes)), scale_by_half=False
-    )
+    expected = brier_score_loss(y_true, proba, labels=list(range(n_classes)), scale_by_half=False)
     assert brier_score(y_true, proba) == pytest.approx(expected)
 
 
@@ -236,9 +234,7 @@ def test_classwise_ece_against_a_direct_computation(seed: int, n_classes: int) -
             members = index == bin_index
             total += abs(hits[members].sum() - scores[members].sum())
         per_class.append(total / len(y_true))
-    assert classwise_expected_calibration_error(y_true, proba) == pytest.approx(
-        np.mean(per_class)
-    )
+    assert classwise_expected_calibration_error(y_true, proba) == pytest.approx(np.mean(per_class))
 
 
 def test_summary_matches_the_individual_functions() -> None:

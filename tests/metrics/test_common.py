@@ -52,14 +52,18 @@ METRICS = [
         parity.probability_loyalty,
         ("reference_proba", "candidate_proba"),
     ),
-    MetricCase("expected_calibration_error", calibration.expected_calibration_error, ("y_true", "y_proba")),
+    MetricCase(
+        "expected_calibration_error", calibration.expected_calibration_error, ("y_true", "y_proba")
+    ),
     MetricCase(
         "expected_calibration_error_equal_mass",
         calibration.expected_calibration_error,
         ("y_true", "y_proba"),
         {"binning": "equal_mass", "n_bins": 7},
     ),
-    MetricCase("maximum_calibration_error", calibration.maximum_calibration_error, ("y_true", "y_proba")),
+    MetricCase(
+        "maximum_calibration_error", calibration.maximum_calibration_error, ("y_true", "y_proba")
+    ),
     MetricCase(
         "maximum_calibration_error_equal_mass",
         calibration.maximum_calibration_error,
@@ -78,14 +82,14 @@ METRICS = [
         {"binning": "equal_mass"},
     ),
     MetricCase("brier_score", calibration.brier_score, ("y_true", "y_proba")),
-    MetricCase("negative_log_likelihood", calibration.negative_log_likelihood, ("y_true", "y_proba")),
+    MetricCase(
+        "negative_log_likelihood", calibration.negative_log_likelihood, ("y_true", "y_proba")
+    ),
     MetricCase("calibration_summary", calibration.calibration_summary, ("y_true", "y_proba")),
 ]
 
 
-WITH_PROBABILITIES = [
-    case for case in METRICS if set(case.arguments) & set(PROBABILITY_ARGUMENTS)
-]
+WITH_PROBABILITIES = [case for case in METRICS if set(case.arguments) & set(PROBABILITY_ARGUMENTS)]
 WITH_LABELS = [case for case in METRICS if set(case.arguments) & set(LABEL_ARGUMENTS)]
 WITH_GOLD_AND_PROBABILITIES = [case for case in METRICS if "y_proba" in case.arguments]
 
@@ -137,7 +141,9 @@ def test_reliability_bins_are_sample_order_invariant() -> None:
     arrays = _sample()
     permutation = np.random.default_rng(2).permutation(len(arrays["y_true"]))
     for binning in ("equal_width", "equal_mass"):
-        original = calibration.reliability_bins(arrays["y_true"], arrays["y_proba"], binning=binning)
+        original = calibration.reliability_bins(
+            arrays["y_true"], arrays["y_proba"], binning=binning
+        )
         shuffled = calibration.reliability_bins(
             arrays["y_true"][permutation], arrays["y_proba"][permutation], binning=binning
         )

@@ -130,9 +130,10 @@ def test_unknown_fields_and_bad_values_are_422_with_locations(
 
 def test_paths_outside_their_roots_are_refused(client: TestClient, auth: dict[str, str]) -> None:
     escapes = [
-        audit_body(reference={"path": "../models/reference"}),
+        audit_body(reference={"path": "../data"}),
         audit_body(reference={"path": "/etc"}),
-        audit_body(dataset={"path": "../data/sentiment.jsonl"}),
+        audit_body(candidate={"path": "reference/../../.."}),
+        audit_body(dataset={"path": "../models/reference/config.json"}),
         audit_body(dataset={"path": "/etc/passwd"}),
     ]
     for body in escapes:

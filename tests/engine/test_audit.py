@@ -1,0 +1,213 @@
+"""run_audit end to end on the tiny checkpoints: itself, a perturbed copy, refusals."""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import TinyAssets
+from trustdiff import inference
+from trustdiff.audit import run_audit, validate_audit
+from trustdiff.config import (
+    AuditConfig,
+    CalibrationSettings,
+    CheckpointSpec,
+    DatasetSpec,
+    ExplainSettings,
+)
+from trustdiff.errors import (
+    AuditCancelledError,
+    DatasetError,
+    LabelMismatchError,
+    PathOutsideRootError,
+)
+from trustdiff.result import (
+    AlignmentMetrics,
+    AuditResult,
+    Explanation,
+    Histogram,
+    MethodAlignment,
+    MetricSummary,
+    dump_result,
+)
+
+
+def _config(candidate: str = "reference", **overrides: Any) -> AuditConfig:
+    settings: dict[str, Any] = {
+        "reference": CheckpointSpec(path="reference"),
+        "candidate": CheckpointSpec(path=candidate),
+        "dataset": DatasetSpec(path="sentiment.jsonl"),
+        "calibration": CalibrationSettings(n_bootstrap=200),
+        "explain": ExplainSettings(instances=0),
+        "device": "cpu",
+    }
+    settings.update(overrides)
+    return AuditConfig(**settings)
+
+
+def _run(assets: TinyAssets, config: AuditConfig, **options: Any) -> AuditResult:
+    return run_audit(config, model_root=assets.model_root, data_root=assets.data_root, **options)
+
+
+@pytest.fixture(scope="module")
+def self_audit(tiny_assets: TinyAssets) -> tuple[AuditResult, list[tuple[str, int, int]]]:
+    calls: list[tuple[str, int, int]] = []
+    result = _run(tiny_assets, _config(), progress=lambda *call: calls.append(call))
+    return result, calls
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded before the cheap checks finished")
+
+    monkeypatch.setattr(inference, "load_model_runner", refuse)
+
+
+def test_auditing_a_model_against_itself_finds_no_difference(
+    self_audit: tuple[AuditResult, list],
+) -> None:
+    result, _ = self_audit
+    assert result.parity.agreement == 1.0
+    assert (result.parity.fixed, result.parity.broken) == (0, 0)
+    assert result.parity.kappa == 1.0
+    assert result.parity.probability_loyalty == 1.0
+    assert result.parity.mcnemar_p == 1.0
+    assert result.parity.accuracy_delta.value == 0.0
+    for name, delta in result.calibration.delta.items():
+        assert (delta.value, delta.ci_low, delta.ci_high) == (0.0, 0.0, 0.0), name
+    assert result.gate.passed
+    assert all(check.passed for check in result.gate.checks)
+    assert result.alignment == {}
+
+
+def test_the_document_is_complete_and_round_trips(self_audit: tuple[AuditResult, list]) -> None:
+    result, _ = self_audit
+    manifest = result.manifest
+    assert manifest.reference.fingerprint == manifest.candidate.fingerprint
+    assert manifest.labels == ["negative", "positive"]
+    assert manifest.dataset.rows == manifest.dataset.rows_in_file == 48
+    assert manifest.device == "cpu"
+    assert {"trustdiff", "torch", "transformers", "numpy"} <= set(manifest.versions)
+    assert {"validate", "load", "predict", "metrics", "gate", "total"} <= set(manifest.timings)
+    assert manifest.config["calibration"]["n_bootstrap"] == 200
+    assert len(result.instances) == 48
+    for instance in result.instances:
+        assert sum(instance.reference_proba) == pytest.approx(1.0)
+        assert instance.label in ("negative", "positive")
+    assert AuditResult.model_validate_json(dump_result(result)) == result
+    matrix = np.array(result.parity.disagreement_matrix)
+    assert matrix.sum() == 48
+    assert np.count_nonzero(matrix - np.diag(np.diag(matrix))) == 0
+
+
+def test_progress_reports_every_stage_in_order(self_audit: tuple[AuditResult, list]) -> None:
+    _, calls = self_audit
+    stages = list(dict.fromkeys(stage for stage, _, _ in calls))
+    assert stages == ["validate", "load", "predict", "metrics", "gate"]
+    assert ("predict", 48, 48) in calls
+
+
+def test_a_perturbed_candidate_reports_differences(tiny_assets: TinyAssets) -> None:
+    result = _run(tiny_assets, _config("perturbed"))
+    assert result.manifest.reference.fingerprint != result.manifest.candidate.fingerprint
+    deltas = [abs(delta.value) for delta in result.calibration.delta.values()]
+    assert result.parity.agreement < 1.0 or max(deltas) > 0.0
+    assert result.parity.probability_loyalty < 1.0
+    reference_proba = np.array([instance.reference_proba for instance in result.instances])
+    candidate_proba = np.array([instance.candidate_proba for instance in result.instances])
+    assert not np.allclose(reference_proba, candidate_proba)
+
+
+def test_another_label_set_fails_before_any_model_loads(
+    tiny_assets: TinyAssets, no_model_loading: None
+) -> None:
+    with pytest.raises(LabelMismatchError) as caught:
+        _run(tiny_assets, _config("other-labels"))
+    assert "['negative', 'positive']" in caught.value.message
+    assert "['neg', 'neutral', 'pos']" in caught.value.message
+
+
+def test_a_path_outside_the_model_root_fails_before_any_model_loads(
+    tiny_assets: TinyAssets, no_model_loading: None
+) -> None:
+    with pytest.raises(PathOutsideRootError):
+        _run(tiny_assets, _config("../data"))
+
+
+def test_a_bad_dataset_row_fails_before_any_model_loads(
+    tiny_assets: TinyAssets, no_model_loading: None
+) -> None:
+    bad = tiny_assets.data_root / "bad-row.jsonl"
+    bad.write_text('{"text": "good", "label": "positive"}\n{"text": "x", "label": "meh"}\n')
+    with pytest.raises(DatasetError) as caught:
+        _run(tiny_assets, _config(dataset=DatasetSpec(path="bad-row.jsonl")))
+    assert caught.value.row == 2
+
+
+def test_validate_audit_resolves_and_aligns_without_loading(
+    tiny_assets: TinyAssets, no_model_loading: None
+) -> None:
+    validated = validate_audit(
+        _config("perturbed"), model_root=tiny_assets.model_root, data_root=tiny_assets.data_root
+    )
+    assert validated.candidate_path == (tiny_assets.model_root / "perturbed").resolve()
+    assert validated.candidate_column_order == [0, 1]
+    assert len(validated.dataset) == 48
+
+
+def test_cancellation_stops_the_audit(tiny_assets: TinyAssets) -> None:
+    stages: list[str] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        stages.append(stage)
+
+    with pytest.raises(AuditCancelledError):
+        _run(tiny_assets, _config(), progress=progress, should_cancel=lambda: "load" in stages)
+    assert "predict" not in stages
+
+
+def _summary(value: float) -> MetricSummary:
+    return MetricSummary(
+        mean=value,
+        median=value,
+        ci_low=value,
+        ci_high=value,
+        n=2,
+        histogram=Histogram(edges=[0.0, 1.0], counts=[2]),
+    )
+
+
+def test_explanations_are_requested_through_the_explain_package(
+    tiny_assets: TinyAssets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in for trustdiff.explain checks the engine's side of the contract only.
+    received: dict[str, Any] = {}
+
+    def explain_and_align(evaluator: Any, dataset: Any, **options: Any) -> tuple[dict, dict]:
+        received.update(options, evaluator=evaluator, dataset=dataset)
+        probabilities = evaluator.predict_proba(dataset.inputs[:2])
+        assert len(probabilities) == 2
+        metrics = {name: _summary(0.9) for name in AlignmentMetrics.model_fields}
+        alignment = MethodAlignment(**metrics, top_k=10, n_instances=2, settings={})
+        explanation = Explanation(words=["good"], segments=[0], target="positive")
+        return {"lime": alignment}, {0: explanation}
+
+    fake = types.ModuleType("trustdiff.explain")
+    fake.explain_and_align = explain_and_align  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "trustdiff.explain", fake)
+    config = _config(explain=ExplainSettings(instances=2, methods=("lime",)))
+    result = _run(tiny_assets, config)
+    assert received["settings"] == config.explain
+    assert received["labels"] == ["negative", "positive"]
+    assert received["reference_proba"].shape == (48, 2)
+    assert received["seed"] == 0
+    assert "lime_jaccard_margin" in [check.name for check in result.gate.checks]
+    assert result.alignment["lime"].jaccard_at_k.mean == 0.9
+    assert result.instances[0].explanations is not None
+    assert result.instances[1].explanations is None
+    assert "explain" in result.manifest.timings

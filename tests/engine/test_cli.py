@@ -1,0 +1,186 @@
+"""The command line: exit codes 0/1/2, the printed summary, the files it writes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TinyAssets
+from trustdiff.cli import load_gate_settings, main
+from trustdiff.errors import ConfigError
+from trustdiff.result import AuditResult
+
+
+def _audit_args(
+    assets: TinyAssets, out: Path, *extra: str, candidate: str = "reference"
+) -> list[str]:
+    return [
+        "audit",
+        "--reference", str(assets.reference),
+        "--candidate", str(assets.model_root / candidate),
+        "--dataset", str(assets.dataset),
+        "--bootstrap", "100",
+        "--explain-instances", "0",
+        "--device", "cpu",
+        "--out", str(out),
+        *extra,
+    ]  # fmt: skip
+
+
+def _gate_lines(printed: str) -> dict[str, str]:
+    """Gate table rows by check name: the lines between "gate" and the verdict."""
+    lines = printed.splitlines()
+    table = lines[lines.index("gate") + 2 :]
+    return {line.split()[0]: line for line in table if line.startswith("  ") and line.split()}
+
+
+def test_a_passing_audit_exits_0_and_prints_the_summary(
+    tiny_assets: TinyAssets, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "nested" / "result.json"
+    assert main(_audit_args(tiny_assets, out)) == 0
+    printed = capsys.readouterr()
+    rows = _gate_lines(printed.out)
+    assert list(rows) == [
+        "accuracy_drop", "macro_f1_drop", "agreement", "ece_increase", "brier_increase",
+    ]  # fmt: skip
+    assert all(row.endswith("PASS") for row in rows.values())
+    assert "verdict: PASS (5 of 5 checks passed)" in printed.out
+    assert "predict 48/48" in printed.err  # plain progress lines when stderr is no terminal
+    result = AuditResult.model_validate_json(out.read_text())
+    assert result.gate.passed
+
+
+def test_a_failing_gate_exits_1(
+    tiny_assets: TinyAssets, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("agreement: 1.01  # unattainable\nece_increase: {judged_on: interval}\n")
+    out = tmp_path / "result.json"
+    args = _audit_args(
+        tiny_assets, out, "--candidate-transform", "int8-dynamic", "--gate", str(gate)
+    )
+    assert main(args) == 1
+    printed = capsys.readouterr().out
+    assert "verdict: FAIL" in printed
+    agreement_line = next(
+        line for line in printed.splitlines() if "agreement " in line and ">=" in line
+    )
+    assert agreement_line.rstrip().endswith("FAIL")
+    result = AuditResult.model_validate_json(out.read_text())
+    assert result.manifest.candidate.transform == "int8-dynamic"
+    assert result.manifest.device == "cpu"
+    ece = next(check for check in result.gate.checks if check.name == "ece_increase")
+    assert ece.judged_on == "interval"
+    assert ece.threshold == 0.02  # the default, kept under the partial override
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--dataset": "missing.jsonl"}, "dataset file .* does not exist"),
+        ({"--candidate": "other-labels"}, "label spaces differ"),
+        ({"--bins": "0"}, "n_bins"),
+        ({"--explain-methods": "lime,gradcam"}, "methods"),
+    ],
+)
+def test_errors_exit_2_with_one_line(
+    tiny_assets: TinyAssets,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, str],
+    message: str,
+) -> None:
+    args = _audit_args(tiny_assets, tmp_path / "result.json", "--quiet")
+    for option, value in change.items():
+        position = args.index(option) if option in args else None
+        resolved = (
+            value
+            if "/" in value or option != "--candidate"
+            else str(tiny_assets.model_root / value)
+        )
+        if position is None:
+            args += [option, resolved]
+        else:
+            args[position + 1] = resolved
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("error: ")
+    assert pytest.importorskip("re").search(message, err)
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_debug_shows_the_traceback(
+    tiny_assets: TinyAssets, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _audit_args(tiny_assets, tmp_path / "r.json", "--debug")
+    args[args.index("--dataset") + 1] = str(tmp_path / "missing.jsonl")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert "DatasetNotFoundError" in err
+
+
+def test_report_is_rendered_by_the_report_module(
+    tiny_assets: TinyAssets,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake = types.ModuleType("trustdiff.report")
+    fake.render_report = lambda result: f"<html>{result.gate.passed}</html>"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "trustdiff.report", fake)
+    report = tmp_path / "report.html"
+    assert main(_audit_args(tiny_assets, tmp_path / "r.json", "--report", str(report))) == 0
+    assert report.read_text() == "<html>True</html>"
+
+
+def test_usage_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "--reference", "x"]) == 2
+    assert "required" in capsys.readouterr().err
+    assert main(["audit", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "exit status" in help_text
+    assert "--candidate-transform" in help_text
+    assert main([]) == 2
+
+
+def test_schema_prints_the_result_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert set(schema["required"]) >= {"manifest", "parity", "calibration", "gate", "instances"}
+
+
+def test_gate_file_overrides_merge_over_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "gate.json"
+    path.write_text(
+        json.dumps({"gate": {"agreement": 0.9, "lime_jaccard_margin": {"enabled": False}}})
+    )
+    settings = load_gate_settings(str(path))
+    assert settings.agreement.threshold == 0.9
+    assert settings.agreement.judged_on == "value"
+    assert not settings.lime_jaccard_margin.enabled
+    assert settings.lime_jaccard_margin.threshold == 0.15
+    assert settings.accuracy_drop.threshold == 0.01
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("accuracy: 0.1\n", "unknown check 'accuracy'"),
+        ("agreement: yes\n", "must be a number or a mapping"),
+        ("agreement: {judged_on: median}\n", "judged_on"),
+        ("- 1\n", "must hold a mapping"),
+        ("agreement: [\n", "neither JSON nor YAML"),
+    ],
+)
+def test_bad_gate_files_raise(tmp_path: Path, content: str, match: str) -> None:
+    path = tmp_path / "gate.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=match):
+        load_gate_settings(str(path))

@@ -1,0 +1,209 @@
+"""The gate: each check's value, threshold, comparison, interval judging, and the AND."""
+
+from __future__ import annotations
+
+import pytest
+
+from trustdiff.config import CheckSetting, GateSettings
+from trustdiff.gate import evaluate_gate
+from trustdiff.result import (
+    AlignmentMetrics,
+    Calibration,
+    Histogram,
+    Interval,
+    MethodAlignment,
+    MetricSummary,
+    ModelCalibration,
+    ModelParity,
+    Parity,
+)
+
+
+def _parity(
+    *,
+    accuracy_delta: Interval = Interval(value=-0.005, ci_low=-0.02, ci_high=0.01),
+    macro_f1_delta: Interval = Interval(value=0.0, ci_low=-0.01, ci_high=0.01),
+    agreement: float = 0.97,
+    agreement_interval: Interval | None = None,
+) -> Parity:
+    model = ModelParity(accuracy=0.9, macro_f1=0.9, per_class_recall={"a": 0.9, "b": 0.9})
+    return Parity(
+        reference=model,
+        candidate=model,
+        accuracy_delta=accuracy_delta,
+        macro_f1_delta=macro_f1_delta,
+        agreement=agreement,
+        agreement_interval=agreement_interval,
+        fixed=1,
+        broken=2,
+        mcnemar_p=1.0,
+        kappa=0.9,
+        probability_loyalty=0.95,
+        disagreement_matrix=[[10, 1], [2, 10]],
+    )
+
+
+def _calibration(
+    *,
+    ece: Interval = Interval(value=0.01, ci_low=-0.005, ci_high=0.03),
+    brier: Interval = Interval(value=0.0, ci_low=-0.01, ci_high=0.01),
+) -> Calibration:
+    model = ModelCalibration(
+        ece=0.05, mce=0.1, classwise_ece=0.05, brier=0.2, nll=0.4, bins=[], reliability=[]
+    )
+    zero = Interval(value=0.0)
+    return Calibration(
+        binning="equal_width",
+        n_bins=15,
+        reference=model,
+        candidate=model,
+        delta={"ece": ece, "mce": zero, "classwise_ece": zero, "brier": brier, "nll": zero},
+    )
+
+
+def _summary(
+    mean: float | None, low: float | None = None, high: float | None = None
+) -> MetricSummary:
+    return MetricSummary(
+        mean=mean,
+        median=mean,
+        ci_low=low,
+        ci_high=high,
+        n=0 if mean is None else 20,
+        histogram=Histogram(edges=[0.0, 1.0], counts=[0 if mean is None else 20]),
+    )
+
+
+def _metrics(jaccard: MetricSummary) -> dict[str, MetricSummary]:
+    names = list(AlignmentMetrics.model_fields)
+    return {name: (jaccard if name == "jaccard_at_k" else _summary(0.5)) for name in names}
+
+
+def _alignment(
+    mean: float | None, low: float | None, high: float | None, floor: float | None
+) -> MethodAlignment:
+    noise_floor = None if floor is None else AlignmentMetrics(**_metrics(_summary(floor)))
+    return MethodAlignment(
+        **_metrics(_summary(mean, low, high)),
+        top_k=10,
+        n_instances=20,
+        settings={},
+        noise_floor=noise_floor,
+    )
+
+
+def _check(gate, name):  # type: ignore[no-untyped-def]
+    return next(check for check in gate.checks if check.name == name)
+
+
+def test_default_gate_runs_every_parity_and_calibration_check_in_order() -> None:
+    gate = evaluate_gate(_parity(), _calibration(), {}, GateSettings())
+    assert [check.name for check in gate.checks] == [
+        "accuracy_drop",
+        "macro_f1_drop",
+        "agreement",
+        "ece_increase",
+        "brier_increase",
+    ]
+    assert [check.pillar for check in gate.checks] == [
+        "parity", "parity", "parity", "calibration", "calibration",
+    ]  # fmt: skip
+    assert gate.passed
+
+
+def test_accuracy_drop_is_the_negated_delta_with_a_negated_interval() -> None:
+    gate = evaluate_gate(_parity(), _calibration(), {}, GateSettings())
+    check = _check(gate, "accuracy_drop")
+    assert check.value == pytest.approx(0.005)
+    assert (check.ci_low, check.ci_high) == (pytest.approx(-0.01), pytest.approx(0.02))
+    assert check.comparison == "<="
+    assert check.threshold == 0.01
+    assert check.judged_on == "value"
+    assert check.passed
+
+
+def test_interval_judging_uses_the_unfavourable_bound() -> None:
+    settings = GateSettings(
+        accuracy_drop=CheckSetting(threshold=0.01, judged_on="interval"),
+        agreement=CheckSetting(threshold=0.95, judged_on="interval"),
+    )
+    parity = _parity(agreement_interval=Interval(value=0.97, ci_low=0.94, ci_high=0.99))
+    gate = evaluate_gate(parity, _calibration(), {}, settings)
+    # drop interval is [-0.01, 0.02]: its high end 0.02 > 0.01 fails although 0.005 passes
+    assert not _check(gate, "accuracy_drop").passed
+    assert _check(gate, "accuracy_drop").judged_on == "interval"
+    # agreement's low end 0.94 < 0.95 fails although 0.97 passes
+    assert not _check(gate, "agreement").passed
+    assert not gate.passed
+
+
+def test_interval_judging_without_an_interval_judges_the_value_and_says_so() -> None:
+    settings = GateSettings(agreement=CheckSetting(threshold=0.95, judged_on="interval"))
+    check = _check(evaluate_gate(_parity(), _calibration(), {}, settings), "agreement")
+    assert check.judged_on == "value"
+    assert "no interval" in check.description
+    assert check.passed
+
+
+def test_calibration_increase_fails_above_its_threshold() -> None:
+    calibration = _calibration(ece=Interval(value=0.03, ci_low=0.01, ci_high=0.05))
+    gate = evaluate_gate(_parity(), calibration, {}, GateSettings())
+    assert not _check(gate, "ece_increase").passed
+    assert _check(gate, "brier_increase").passed
+    assert not gate.passed
+
+
+def test_threshold_equality_passes() -> None:
+    parity = _parity(agreement=0.95)
+    assert _check(evaluate_gate(parity, _calibration(), {}, GateSettings()), "agreement").passed
+
+
+def test_disabled_checks_are_omitted() -> None:
+    settings = GateSettings(
+        accuracy_drop=CheckSetting(threshold=0.0, enabled=False),
+        ece_increase=CheckSetting(threshold=0.0, enabled=False),
+    )
+    gate = evaluate_gate(_parity(), _calibration(), {}, settings)
+    assert "accuracy_drop" not in [check.name for check in gate.checks]
+    assert "ece_increase" not in [check.name for check in gate.checks]
+
+
+def test_alignment_is_judged_against_the_noise_floor_minus_the_margin() -> None:
+    alignment = {
+        "lime": _alignment(0.60, 0.5, 0.7, floor=0.80),  # threshold 0.65: fails
+        "shap": _alignment(0.70, 0.6, 0.8, floor=0.80),  # threshold 0.65: passes
+    }
+    gate = evaluate_gate(_parity(), _calibration(), alignment, GateSettings())
+    lime, shap = _check(gate, "lime_jaccard_margin"), _check(gate, "shap_jaccard_margin")
+    assert lime.threshold == pytest.approx(0.65)
+    assert lime.pillar == "alignment"
+    assert lime.comparison == ">="
+    assert (lime.ci_low, lime.ci_high) == (0.5, 0.7)
+    assert not lime.passed
+    assert shap.passed
+    assert not gate.passed
+
+
+def test_alignment_without_a_noise_floor_uses_one_minus_the_margin() -> None:
+    alignment = {"lime": _alignment(0.86, 0.8, 0.9, floor=None)}
+    check = _check(
+        evaluate_gate(_parity(), _calibration(), alignment, GateSettings()), "lime_jaccard_margin"
+    )
+    assert check.threshold == pytest.approx(0.85)
+    assert check.passed
+
+
+def test_alignment_without_explained_instances_fails() -> None:
+    alignment = {"shap": _alignment(None, None, None, floor=0.8)}
+    gate = evaluate_gate(_parity(), _calibration(), alignment, GateSettings())
+    assert not _check(gate, "shap_jaccard_margin").passed
+
+
+def test_an_empty_gate_passes() -> None:
+    off = CheckSetting(threshold=0.0, enabled=False)
+    settings = GateSettings(**{name: off for name in GateSettings.model_fields})
+    gate = evaluate_gate(
+        _parity(), _calibration(), {"lime": _alignment(0.1, 0, 0.2, 0.9)}, settings
+    )
+    assert gate.checks == []
+    assert gate.passed

@@ -1,0 +1,198 @@
+"""Model runners and the batching evaluator on the tiny real checkpoints."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TinyAssets
+from trustdiff.config import DatasetSpec
+from trustdiff.datasets import read_dataset
+from trustdiff.errors import AuditCancelledError, ConfigError, PickledCheckpointError
+from trustdiff.inference import BatchingEvaluator, ModelRunner, load_model_runner, resolve_device
+
+# Lengths vary from 0 words to past max_length (64 positions), with repeats.
+INPUTS = [
+    "good film",
+    "the movie was really awful and boring",
+    "",
+    "good film",
+    "love",
+    " ".join(["the plot was dull"] * 30),
+    "excellent acting and a wonderful story",
+    "terrible",
+    "love",
+]
+PAIRS = [("the film", "was great"), ("acting", "awful and dull"), ("the film", "was great")]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_assets: TinyAssets) -> ModelRunner:
+    return load_model_runner(tiny_assets.reference, transform=None, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def quantized(tiny_assets: TinyAssets) -> ModelRunner:
+    return load_model_runner(tiny_assets.reference, transform="int8-dynamic", device="auto")
+
+
+def _one_at_a_time(runner: ModelRunner, inputs: list) -> np.ndarray:
+    return np.concatenate([runner.predict_proba([value]) for value in inputs])
+
+
+def test_runner_reads_labels_and_caps_length_at_the_position_embeddings(
+    reference: ModelRunner,
+) -> None:
+    assert reference.labels == ["negative", "positive"]
+    assert reference.device == torch.device("cpu")
+    assert reference.max_length == 64
+    assert not reference.model.training
+    assert reference.num_parameters > 0
+
+
+def test_evaluator_equals_unbatched_evaluation(reference: ModelRunner) -> None:
+    evaluator = BatchingEvaluator([reference], batch_size=3)
+    (batched,) = evaluator.predict_proba(INPUTS)
+    assert batched.shape == (len(INPUTS), 2)
+    assert batched.dtype == np.float64
+    np.testing.assert_allclose(batched, _one_at_a_time(reference, INPUTS), atol=1e-6)
+    np.testing.assert_allclose(batched.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_evaluator_handles_sentence_pairs_and_mixed_calls(reference: ModelRunner) -> None:
+    evaluator = BatchingEvaluator([reference], batch_size=2)
+    mixed = [*PAIRS, "good film", *PAIRS[:1]]
+    (batched,) = evaluator.predict_proba(mixed)
+    np.testing.assert_allclose(batched, _one_at_a_time(reference, mixed), atol=1e-6)
+    # A pair is not the concatenated string: the segment boundary is real.
+    assert not np.allclose(batched[0], reference.predict_proba(["the film was great"])[0])
+
+
+def test_evaluator_deduplicates_and_caches(reference: ModelRunner) -> None:
+    evaluator = BatchingEvaluator([reference], batch_size=4)
+    first = evaluator.predict_proba(INPUTS)[0]
+    unique = len(set(INPUTS))
+    assert evaluator.stats.requested_inputs == len(INPUTS)
+    assert evaluator.stats.deduplicated_inputs == len(INPUTS) - unique
+    assert evaluator.stats.unique_inputs_forwarded == unique
+    assert evaluator.stats.batches == 2  # 7 unique inputs in batches of 4
+    assert evaluator.stats.forward_seconds > 0
+    again = evaluator.predict_proba([*INPUTS, "a new text"])[0]
+    assert evaluator.stats.cache_hits == unique
+    assert evaluator.stats.unique_inputs_forwarded == unique + 1
+    np.testing.assert_array_equal(again[: len(INPUTS)], first)
+    again[0] = -1.0  # callers own their arrays: the cache must not change
+    np.testing.assert_array_equal(evaluator.predict_proba(INPUTS[:1])[0][0], first[0])
+
+
+def test_cache_is_bounded_least_recently_used(reference: ModelRunner) -> None:
+    evaluator = BatchingEvaluator([reference], cache_size=2)
+    evaluator.predict_proba(["good", "bad", "dull"])
+    evaluator.predict_proba(["bad"])  # cached: "bad", "dull" -> hit
+    evaluator.predict_proba(["good"])  # evicted -> forwarded again
+    assert evaluator.stats.cache_hits == 1
+    assert evaluator.stats.unique_inputs_forwarded == 4
+
+
+def test_cache_can_be_disabled(reference: ModelRunner) -> None:
+    evaluator = BatchingEvaluator([reference], cache_size=0)
+    evaluator.predict_proba(["good"])
+    evaluator.predict_proba(["good"])
+    assert evaluator.stats.cache_hits == 0
+    assert evaluator.stats.unique_inputs_forwarded == 2
+
+
+def test_the_same_runner_twice_runs_once_and_columns_follow_the_order(
+    reference: ModelRunner,
+) -> None:
+    evaluator = BatchingEvaluator([reference, reference], column_orders=[[0, 1], [1, 0]])
+    straight, swapped = evaluator.predict_proba(INPUTS)
+    np.testing.assert_array_equal(swapped, straight[:, ::-1])
+    assert evaluator.stats.batches == 1
+
+
+def test_cancellation_is_checked_between_batches(reference: ModelRunner) -> None:
+    calls = []
+
+    def should_cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 1
+
+    evaluator = BatchingEvaluator([reference], batch_size=2, should_cancel=should_cancel)
+    with pytest.raises(AuditCancelledError):
+        evaluator.predict_proba(INPUTS)
+    assert evaluator.stats.batches == 1
+
+
+def test_concurrent_callers_get_the_sequential_results(reference: ModelRunner) -> None:
+    expected = BatchingEvaluator([reference]).predict_proba(INPUTS)[0]
+    evaluator = BatchingEvaluator([reference], batch_size=2)
+    results: dict[int, np.ndarray] = {}
+
+    def work(worker: int) -> None:
+        order = np.random.default_rng(worker).permutation(len(INPUTS))
+        (proba,) = evaluator.predict_proba([INPUTS[index] for index in order])
+        restored = np.empty_like(proba)
+        restored[order] = proba
+        results[worker] = restored
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for proba in results.values():
+        np.testing.assert_allclose(proba, expected, atol=1e-6)
+
+
+def test_bad_arguments_raise(reference: ModelRunner) -> None:
+    with pytest.raises(ValueError, match="str or a"):
+        BatchingEvaluator([reference]).predict_proba([("only one",)])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="permutation"):
+        BatchingEvaluator([reference], column_orders=[[0, 0]])
+    with pytest.raises(ValueError, match="column_orders"):
+        BatchingEvaluator([reference], column_orders=[[0, 1], [1, 0]])
+
+
+def test_int8_dynamic_runs_on_cpu_and_predicts_close_to_the_original(
+    tiny_assets: TinyAssets, reference: ModelRunner, quantized: ModelRunner
+) -> None:
+    assert quantized.device == torch.device("cpu")
+    assert quantized.transform == "int8-dynamic"
+    quantized_layers = [
+        module
+        for module in quantized.model.modules()
+        if type(module).__module__.startswith("torch.ao.nn.quantized")
+    ]
+    assert quantized_layers
+    texts = read_dataset(
+        tiny_assets.dataset, DatasetSpec(path="d.jsonl"), labels=reference.labels
+    ).inputs
+    original, compressed = BatchingEvaluator([reference, quantized]).predict_proba(texts)
+    assert np.abs(original - compressed).max() < 0.05
+    assert np.mean(original.argmax(axis=1) == compressed.argmax(axis=1)) >= 0.95
+
+
+def test_loader_refuses_pickled_weights_before_loading(
+    tiny_assets: TinyAssets, tmp_path: Path
+) -> None:
+    copy = Path(shutil.copytree(tiny_assets.reference, tmp_path / "copy"))
+    (copy / "pytorch_model.bin").write_bytes(b"never unpickled")
+    with pytest.raises(PickledCheckpointError):
+        load_model_runner(copy, transform=None)
+
+
+def test_unknown_transform_and_unavailable_device_raise(tiny_assets: TinyAssets) -> None:
+    with pytest.raises(ConfigError, match="unknown transform"):
+        load_model_runner(tiny_assets.reference, transform="int4-magic")
+    with pytest.raises(ConfigError, match="invalid device"):
+        resolve_device("gpu-please")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")

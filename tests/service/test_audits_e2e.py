@@ -1,0 +1,162 @@
+"""Audits executed by a real Celery worker process on Postgres and Redis, end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import time
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from service.db import Database
+from service.models import Audit
+from service.settings import Settings
+from tests.conftest import TinyAssets
+from tests.service.callback_server import CallbackServer
+from tests.service.fixtures import audit_body, wait_for_status
+
+FINAL = {"succeeded", "failed", "cancelled"}
+
+
+def test_audit_runs_to_success_and_serves_result_gate_and_report(
+    live_client: TestClient, auth: dict[str, str]
+) -> None:
+    body = audit_body(candidate={"path": "perturbed"})
+    response = live_client.post("/v1/audits", json=body, headers=auth)
+    assert response.status_code == 202, response.text
+    audit_id = response.json()["id"]
+    audit = wait_for_status(live_client, audit_id, auth, FINAL, timeout_s=180)
+    assert audit["status"] == "succeeded", audit
+    assert audit["error"] is None
+    assert audit["attempts"] == 1
+    assert audit["started_at"] and audit["finished_at"]
+    assert audit["progress"]["stage"] in {"gate", "explain"}
+
+    result = live_client.get(f"/v1/audits/{audit_id}/result", headers=auth).json()
+    assert result["schema_version"] == "1"
+    assert set(result) >= {"manifest", "parity", "calibration", "alignment", "gate", "instances"}
+    assert result["manifest"]["candidate"]["path"] == "perturbed"
+    assert len(result["instances"]) == 48
+    assert set(result["alignment"]) == {"lime", "shap"}
+
+    gate = live_client.get(f"/v1/audits/{audit_id}/gate", headers=auth).json()
+    assert gate == result["gate"]
+    assert audit["passed"] is gate["passed"]
+    assert {check["pillar"] for check in gate["checks"]} == {"parity", "calibration", "alignment"}
+
+    report = live_client.get(f"/v1/audits/{audit_id}/report", headers=auth)
+    assert report.status_code == 200
+    assert report.headers["content-type"].startswith("text/html")
+    assert "<svg" in report.text
+
+    listed = live_client.get("/v1/audits", params={"status": "succeeded"}, headers=auth).json()
+    assert [item["id"] for item in listed["items"]] == [audit_id]
+    # A finished audit cannot be cancelled.
+    conflict = live_client.post(f"/v1/audits/{audit_id}/cancel", headers=auth)
+    assert conflict.status_code == 409
+    assert conflict.json()["code"] == "invalid_transition"
+
+
+def test_uploaded_dataset_audit_with_signed_callback_retried_until_delivered(
+    live_client: TestClient, auth: dict[str, str], tiny_assets: TinyAssets, settings: Settings,
+    clean_database: Database,
+) -> None:
+    upload = live_client.post(
+        "/v1/datasets",
+        files={"file": ("eval.csv", (tiny_assets.data_root / "sentiment.csv").read_bytes())},
+        headers=auth,
+    )
+    assert upload.status_code == 201, upload.text
+    with CallbackServer(fail_first=2) as receiver:
+        body = audit_body(
+            dataset={"id": upload.json()["id"], "limit": 20},
+            explain={"instances": 0},
+            callback_url=receiver.url,
+        )
+        audit_id = live_client.post("/v1/audits", json=body, headers=auth).json()["id"]
+        audit = wait_for_status(live_client, audit_id, auth, FINAL)
+        assert audit["status"] == "succeeded", audit
+        assert receiver.received.wait(30), f"no callback after {receiver.attempts} attempts"
+    assert receiver.attempts == 3
+    delivery = receiver.deliveries[0]
+    secret = settings.callback_secret.get_secret_value()  # type: ignore[union-attr]
+    expected = "sha256=" + hmac.new(secret.encode(), delivery.body, hashlib.sha256).hexdigest()
+    assert delivery.headers["X-Trustdiff-Signature"] == expected
+    payload = json.loads(delivery.body)
+    assert payload["audit_id"] == audit_id
+    assert payload["status"] == "succeeded"
+    assert payload["gate"]["passed"] == audit["passed"]
+    result = live_client.get(f"/v1/audits/{audit_id}/result", headers=auth).json()
+    assert result["manifest"]["dataset"]["rows"] == 20
+    with clean_database.transaction() as session:
+        row = session.scalars(select(Audit).where(Audit.id == audit["id"])).one()
+        deadline = time.monotonic() + 10
+        while row.callback_delivered_at is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            session.refresh(row)
+        assert row.callback_delivered_at is not None
+
+
+def _broken_copy(tiny_assets: TinyAssets, name: str) -> str:
+    broken = tiny_assets.model_root / name
+    if not broken.exists():
+        shutil.copytree(tiny_assets.reference, broken)
+    return name
+
+
+def test_checkpoints_that_fail_to_load_report_their_error(
+    live_client: TestClient, auth: dict[str, str], tiny_assets: TinyAssets
+) -> None:
+    # Both pass the cheap checks (config.json and *.safetensors are there) and fail at load.
+    unknown_type = _broken_copy(tiny_assets, "unknown-model-type")
+    config_path = tiny_assets.model_root / unknown_type / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "model_type": "no-such-architecture"}))
+    garbage = _broken_copy(tiny_assets, "garbage-weights")
+    (tiny_assets.model_root / garbage / "model.safetensors").write_bytes(b"\x00" * 64)
+
+    submitted = {}
+    for name in (unknown_type, garbage):
+        response = live_client.post(
+            "/v1/audits", json=audit_body(candidate={"path": name}), headers=auth
+        )
+        assert response.status_code == 202, response.text
+        submitted[name] = response.json()["id"]
+
+    audit = wait_for_status(live_client, submitted[unknown_type], auth, FINAL)
+    assert audit["status"] == "failed"
+    assert audit["error"]["code"] == "checkpoint_invalid"
+    assert "unknown-model-type" in audit["error"]["message"]
+    assert live_client.get(f"/v1/audits/{audit['id']}/gate", headers=auth).status_code == 409
+
+    # An error the engine does not classify fails the audit with a generic message (the
+    # traceback stays in the worker log); the engine may learn to classify this one later.
+    audit = wait_for_status(live_client, submitted[garbage], auth, FINAL)
+    assert audit["status"] == "failed"
+    assert audit["error"]["code"] in {"internal_error", "checkpoint_invalid"}
+    assert "Traceback" not in audit["error"]["message"]
+
+
+def test_cancelling_a_running_audit_stops_it_at_a_batch_boundary(
+    live_client: TestClient, auth: dict[str, str]
+) -> None:
+    slow = audit_body(
+        candidate={"path": "perturbed"},
+        explain={"instances": 48, "lime_samples": 2000, "shap_max_evals": 2000},
+        batch_size=4,
+    )
+    audit_id = live_client.post("/v1/audits", json=slow, headers=auth).json()["id"]
+    wait_for_status(live_client, audit_id, auth, {"running"} | FINAL)
+    response = live_client.post(f"/v1/audits/{audit_id}/cancel", headers=auth)
+    assert response.status_code == 202, response.text
+    assert response.json()["cancel_requested"] is True
+    started = time.monotonic()
+    audit = wait_for_status(live_client, audit_id, auth, FINAL, timeout_s=60)
+    assert audit["status"] == "cancelled", audit
+    assert time.monotonic() - started < 30
+    assert live_client.get(f"/v1/audits/{audit_id}/result", headers=auth).status_code == 409
+    # Cancelling again is a no-op.
+    assert live_client.post(f"/v1/audits/{audit_id}/cancel", headers=auth).status_code == 200
