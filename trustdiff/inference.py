@@ -197,7 +197,8 @@ def load_model_runner(
             use_safetensors=None if allow_pickle else True,
             **{_dtype_keyword(): torch.float32},
         )
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        # e.g. a config whose shapes do not match the weights, or an unknown model_type
         raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {error}") from error
     finally:
         if bars_were_enabled:

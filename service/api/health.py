@@ -43,7 +43,12 @@ def readyz(
         if database.celery_app is None:
             raise RuntimeError("no broker client configured")
         with database.celery_app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=settings.readiness_timeout_s)
+            connection.ensure_connection(
+                max_retries=1,
+                interval_start=0.2,
+                interval_step=0,
+                timeout=settings.readiness_timeout_s,
+            )
     except Exception as error:
         failures["broker"] = f"unreachable: {type(error).__name__}: {error}"
     if failures:

@@ -441,3 +441,15 @@ def test_build_all_builds_caches_and_rebuilds_on_a_settings_change(
     assert any("reference: up to date" in m for m in messages)
     assert (models / "reference" / "model.safetensors").read_bytes() == reference_bytes
     assert rebuilt["models"]["pruned"]["encoder_linear_sparsity"] == pytest.approx(0.3, abs=0.02)
+
+    # Same seed and settings in a fresh root: byte-identical checkpoints and data.
+    other_root = tmp_path / "again"
+    _install_fake_vader(other_root, monkeypatch, tiny_vocabulary_rows(24))
+    build.build_all(other_root, settings)
+    # (root's pruned model was rebuilt with other settings above, so it is not compared.)
+    for relative in (
+        "data/train.jsonl",
+        "models/reference/model.safetensors",
+        "models/distilled/model.safetensors",
+    ):
+        assert (other_root / relative).read_bytes() == (root / relative).read_bytes(), relative

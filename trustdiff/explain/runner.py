@@ -191,6 +191,7 @@ def _method_settings(method: ExplainMethod, settings: ExplainSettings) -> dict[s
         "target": settings.target,
         "top_k": settings.top_k,
         "features": "words",
+        "noise_floor": "reference re-explained with another seed" if settings.noise_floor else None,
     }
     if method == "lime":
         return {**common, "samples": settings.lime_samples}
@@ -242,16 +243,19 @@ def explain_and_align(
         return {}, {}
     mask_token = reference_mask_token(evaluator) if settings.masking == "mask_token" else None
     predict = joint_predict(evaluator)
-
-    def explain_row(index: int) -> dict[str, InstanceAttributions]:
-        features = WordFeatures.from_input(inputs[index])
-        reference_target, candidate_target = explained_targets(
+    targets = {
+        index: explained_targets(
             settings,
             reference_proba=reference,
             candidate_proba=candidate,
             gold=dataset.labels,
             index=index,
         )
+        for index in indices
+    }
+
+    def explain_row(index: int) -> dict[str, InstanceAttributions]:
+        features = WordFeatures.from_input(inputs[index])
         return {
             method: explain_instance(
                 features,
@@ -259,8 +263,8 @@ def explain_and_align(
                 method=method,
                 settings=settings,
                 n_classes=n_classes,
-                reference_target=reference_target,
-                candidate_target=candidate_target,
+                reference_target=targets[index][0],
+                candidate_target=targets[index][1],
                 seed=instance_seed(seed, index, method, 0),
                 rerun_seed=instance_seed(seed, index, method, 1) if settings.noise_floor else None,
                 mask_token=mask_token,
@@ -277,13 +281,6 @@ def explain_and_align(
     floor: dict[str, list[dict[str, float]]] = {method: [] for method in methods}
     for index in indices:
         features = WordFeatures.from_input(inputs[index])
-        reference_target, _ = explained_targets(
-            settings,
-            reference_proba=reference,
-            candidate_proba=candidate,
-            gold=dataset.labels,
-            index=index,
-        )
         per_method: dict[str, Attributions] = {}
         instance_alignment: dict[str, dict[str, float | None]] = {}
         for method, attributions in results[index].items():
@@ -305,7 +302,9 @@ def explain_and_align(
         explanations[index] = Explanation(
             words=list(features.words),
             segments=list(features.segments),
-            target=labels[reference_target],
+            # With target="own_prediction" the candidate's class may differ; this names the
+            # reference's (the document has one field).
+            target=labels[targets[index][0]],
             lime=per_method.get("lime"),
             shap=per_method.get("shap"),
             alignment=instance_alignment,

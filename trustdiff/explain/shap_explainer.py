@@ -128,10 +128,13 @@ def explain_shap(
 
     `predict(inputs)` returns an (n, C) array. One explanation covers every column, so each
     column's model is evaluated on the same coalitions (for Partition, the recursion expands
-    the coalitions where any explained column changes most). `max_evals` bounds the model
+    the coalitions where any explained column changes most). Partition follows
+    `word_partition_tree`; Permutation samples plain permutations of the words; Kernel fits
+    on `max_evals` coalitions against the all-hidden background. `max_evals` bounds the model
     evaluations; Permutation needs at least one forward and backward pass, `2d + 1`, and is
     given that when `max_evals` is smaller. `batch_size` is how many coalitions shap hands
     over per call (Partition, Permutation); larger calls batch better in the evaluator.
+    `seed` seeds numpy's global generator for the duration (see `_GLOBAL_NUMPY_RANDOM`).
     """
     import shap
 

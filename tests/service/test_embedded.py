@@ -1,0 +1,124 @@
+"""`trustdiff serve` with no database or broker configured: SQLite, a local broker transport
+and a worker it supervises, driven over real HTTP from a create-key-to-gate run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TinyAssets
+from tests.service.fixtures import REPOSITORY_ROOT, start_process, stop_process
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def children_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()] if children.exists() else []
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def embedded_env(tmp_path: Path, tiny_assets: TinyAssets) -> dict[str, str]:
+    """The environment of a fresh laptop: only the state folder and the two roots are set."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("TRUSTDIFF_") and name not in {"DATABASE_URL", "BROKER_URL"}
+    }
+    env.update(
+        TRUSTDIFF_HOME=str(tmp_path / "home"),
+        TRUSTDIFF_MODEL_ROOT=str(tiny_assets.model_root),
+        TRUSTDIFF_DATA_ROOT=str(tiny_assets.data_root),
+    )
+    return env
+
+
+def test_serve_alone_runs_an_audit_end_to_end_and_stops_cleanly(
+    embedded_env: dict[str, str], tiny_assets: TinyAssets, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    serve = start_process(
+        [sys.executable, "-m", "trustdiff", "serve", "--port", str(port)],
+        embedded_env,
+        log_path,
+        ready=lambda: ready(f"{base}/v1/readyz"),
+    )
+    try:
+        home = Path(embedded_env["TRUSTDIFF_HOME"])
+        assert (home / "trustdiff.sqlite").exists()
+        key = subprocess.run(
+            [sys.executable, "-m", "trustdiff", "keys", "create", "--tenant", "laptop"],
+            cwd=REPOSITORY_ROOT,
+            env=embedded_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as api:
+            upload = api.post(
+                "/v1/datasets",
+                files={"file": ("eval.tsv", (tiny_assets.data_root / "sentiment.tsv").read_bytes())},
+            )
+            assert upload.status_code == 201, upload.text
+            body = {
+                "reference": {"path": "reference"},
+                "candidate": {"path": "reference", "transform": "int8-dynamic"},
+                "dataset": {"id": upload.json()["id"]},
+                "explain": {"instances": 0},
+                "calibration": {"n_bootstrap": 50},
+                "seed": 0,
+            }
+            submitted = api.post("/v1/audits", json=body, headers={"Idempotency-Key": "laptop-1"})
+            assert submitted.status_code == 202, submitted.text
+            location = submitted.headers["location"]
+            deadline = time.monotonic() + 150
+            while (audit := api.get(location).json())["status"] in {"queued", "running"}:
+                assert time.monotonic() < deadline, f"still {audit}\n{log_path.read_text()}"
+                time.sleep(0.5)
+            assert audit["status"] == "succeeded", f"{audit}\n{log_path.read_text()}"
+            gate = api.get(f"{location}/gate").json()
+            assert gate["passed"] is audit["passed"]
+            assert api.get(f"{location}/result").json()["manifest"]["dataset"]["rows"] == 48
+        workers = children_of(serve.pid)
+        assert len(workers) == 1, "serve should supervise exactly one worker process"
+        # A worker that dies is replaced.
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while children_of(serve.pid) in ([], workers):
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            time.sleep(0.2)
+        workers = children_of(serve.pid)
+    finally:
+        code = stop_process(serve, timeout_s=45)
+    assert code == 0, log_path.read_text()
+    assert not any(is_alive(pid) for pid in workers), "the worker outlived serve"

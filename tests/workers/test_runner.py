@@ -1,0 +1,213 @@
+"""The job runner and the stale-audit sweep, called as plain functions on real Postgres/Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import select
+from sqlalchemy.orm import undefer
+
+from service import transitions
+from service.audits import create_audit
+from service.auth import create_api_key
+from service.db import Database
+from service.models import Audit, AuditStatus, Tenant, utc_now
+from service.schemas import AuditCreate
+from service.settings import Settings
+from service.transitions import InvalidTransition
+from tests.service.fixtures import audit_body
+from workers.runner import run_audit_job, sweep_stale_audits
+
+
+def queued_messages(settings: Settings, redis_url: str) -> list[str]:
+    """Audit ids of the run-audit messages waiting on the parked queue, oldest first."""
+    import json
+
+    client = redis.Redis.from_url(redis_url)
+    raw = client.lrange(settings.queue, 0, -1)
+    client.delete(settings.queue)
+    messages = [json.loads(item) for item in reversed(raw)]
+    return [message["headers"]["argsrepr"].strip("()[],'\"") for message in messages]
+
+
+def submit(database: Database, settings: Settings, **overrides: Any) -> uuid.UUID:
+    with database.transaction() as session:
+        _key, _token = create_api_key(session, "tenant-runner")
+        tenant = session.scalars(select(Tenant).where(Tenant.name == "tenant-runner")).one()
+        audit, _created = create_audit(
+            session,
+            tenant,
+            AuditCreate.model_validate(audit_body(**overrides)),
+            idempotency_key=None,
+            settings=settings,
+        )
+        return audit.id
+
+
+def load(database: Database, audit_id: uuid.UUID) -> Audit:
+    with database.transaction() as session:
+        audit = session.get(Audit, audit_id, options=[undefer(Audit.result)])
+        assert audit is not None
+        return audit
+
+
+def make_running(database: Database, audit_id: uuid.UUID, *, silent_for_s: float, **values: Any) -> None:
+    with database.transaction() as session:
+        transitions.start_running(session, audit_id, worker="gone:1")
+    with database.transaction() as session:
+        audit = session.get(Audit, audit_id)
+        assert audit is not None
+        audit.heartbeat_at = utc_now() - timedelta(seconds=silent_for_s)
+        for name, value in values.items():
+            setattr(audit, name, value)
+
+
+def test_runner_completes_a_queued_audit_once(
+    parked_database: Database, parked_settings: Settings, redis_url: str
+) -> None:
+    audit_id = submit(parked_database, parked_settings, explain={"instances": 0})
+    queued_messages(parked_settings, redis_url)
+    assert run_audit_job(audit_id, database=parked_database, settings=parked_settings) == (
+        "succeeded"
+    )
+    audit = load(parked_database, audit_id)
+    assert audit.status == AuditStatus.SUCCEEDED
+    assert audit.result is not None and audit.gate == audit.result["gate"]
+    assert audit.attempts == 1 and audit.heartbeat_at is None
+    # A redelivered message finds the audit finished and does nothing.
+    assert run_audit_job(audit_id, database=parked_database, settings=parked_settings) is None
+    assert run_audit_job(uuid.uuid4(), database=parked_database, settings=parked_settings) is None
+
+
+def test_runner_turns_unexpected_errors_into_a_generic_failure(
+    parked_database: Database, parked_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trustdiff.audit
+
+    def explode(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(trustdiff.audit, "run_audit", explode)
+    audit_id = submit(parked_database, parked_settings)
+    assert run_audit_job(audit_id, database=parked_database, settings=parked_settings) == "failed"
+    audit = load(parked_database, audit_id)
+    assert audit.error_code == "internal_error"
+    assert "secret" not in (audit.error_message or "")
+    assert str(audit_id) in (audit.error_message or "")
+
+
+def test_runner_reports_progress_and_stops_when_cancel_is_requested(
+    parked_database: Database, parked_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trustdiff.audit
+    from trustdiff.errors import AuditCancelledError
+
+    stages_seen: list[str] = []
+
+    def slow_engine(*_args: Any, progress: Any, should_cancel: Any, **_kwargs: Any) -> None:
+        # Stands in for the engine's batch loop: reports progress, polls for cancellation.
+        for done in range(600):
+            progress("predict", done, 600)
+            stages_seen.append("predict")
+            if should_cancel():
+                raise AuditCancelledError("audit cancelled")
+            time.sleep(0.05)
+        raise AssertionError("never cancelled")
+
+    monkeypatch.setattr(trustdiff.audit, "run_audit", slow_engine)
+    audit_id = submit(parked_database, parked_settings)
+    outcome: list[str | None] = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(
+            run_audit_job(audit_id, database=parked_database, settings=parked_settings)
+        )
+    )
+    runner.start()
+    deadline = time.monotonic() + 10
+    while (load(parked_database, audit_id).progress_done or 0) == 0:
+        assert time.monotonic() < deadline, "no progress written"
+        time.sleep(0.1)
+    audit = load(parked_database, audit_id)
+    assert audit.status == AuditStatus.RUNNING and audit.progress_stage == "predict"
+    with parked_database.transaction() as session:
+        transitions.request_cancel(session, audit_id)
+    runner.join(15)
+    assert outcome == ["cancelled"]
+    assert load(parked_database, audit_id).status == AuditStatus.CANCELLED
+
+
+def test_transitions_check_the_previous_state(
+    parked_database: Database, parked_settings: Settings
+) -> None:
+    audit_id = submit(parked_database, parked_settings)
+    with pytest.raises(InvalidTransition), parked_database.transaction() as session:
+        transitions.mark_succeeded(session, audit_id, result={"gate": {"passed": True}})
+    with parked_database.transaction() as session:
+        transitions.start_running(session, audit_id, worker="w:1")
+    with pytest.raises(InvalidTransition), parked_database.transaction() as session:
+        transitions.start_running(session, audit_id, worker="w:2")
+    with parked_database.transaction() as session:
+        transitions.mark_failed(session, audit_id, code="x", message="y")
+    with pytest.raises(InvalidTransition), parked_database.transaction() as session:
+        transitions.request_cancel(session, audit_id)
+    assert load(parked_database, audit_id).worker == "w:1"
+
+
+def test_sweep_requeues_then_fails_audits_whose_worker_died(
+    parked_database: Database, parked_settings: Settings, redis_url: str
+) -> None:
+    timeout = parked_settings.heartbeat_timeout_s
+    lost = submit(parked_database, parked_settings, seed=1)
+    alive = submit(parked_database, parked_settings, seed=2)
+    cancelled = submit(parked_database, parked_settings, seed=3)
+    queued_messages(parked_settings, redis_url)
+    make_running(parked_database, lost, silent_for_s=timeout + 5)
+    make_running(parked_database, alive, silent_for_s=1)
+    make_running(
+        parked_database, cancelled, silent_for_s=timeout + 5, cancel_requested_at=utc_now()
+    )
+
+    assert set(sweep_stale_audits(database=parked_database, settings=parked_settings)) == {
+        lost,
+        cancelled,
+    }
+    audit = load(parked_database, lost)
+    assert audit.status == AuditStatus.QUEUED and audit.worker is None
+    assert queued_messages(parked_settings, redis_url) == [str(lost)]
+    assert load(parked_database, alive).status == AuditStatus.RUNNING
+    assert load(parked_database, cancelled).status == AuditStatus.CANCELLED
+
+    # Its second run dies too: with max_attempts=2 spent, it fails with a clear error.
+    make_running(parked_database, lost, silent_for_s=timeout + 5)
+    assert sweep_stale_audits(database=parked_database, settings=parked_settings) == [lost]
+    audit = load(parked_database, lost)
+    assert audit.status == AuditStatus.FAILED
+    assert audit.error_code == "worker_lost"
+    assert "stopped responding" in (audit.error_message or "")
+    assert audit.attempts == 2
+    assert queued_messages(parked_settings, redis_url) == []
+
+
+def test_sweep_resends_jobs_the_broker_refused(
+    parked_database: Database, parked_settings: Settings, redis_url: str
+) -> None:
+    unreachable = parked_settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    from service.jobs import build_celery_app
+
+    offline = Database(parked_settings.database_url, build_celery_app(unreachable))
+    try:
+        audit_id = submit(offline, parked_settings)
+    finally:
+        offline.dispose()
+    audit = load(parked_database, audit_id)
+    assert audit.status == AuditStatus.QUEUED and audit.enqueue_failed_at is not None
+    assert queued_messages(parked_settings, redis_url) == []
+    assert sweep_stale_audits(database=parked_database, settings=parked_settings) == [audit_id]
+    assert queued_messages(parked_settings, redis_url) == [str(audit_id)]
+    assert load(parked_database, audit_id).enqueue_failed_at is None
