@@ -108,10 +108,20 @@ def _keys_create(args: argparse.Namespace) -> int:
     _prepare_state(migrate_embedded=True)
     from service.auth import create_api_key
     from service.db import Database
+    from service.migrations import current_revision, head_revision
     from service.settings import get_settings
 
     database = Database(get_settings().database_url)
     try:
+        with database.engine.connect() as connection:
+            revision = current_revision(connection)
+        if revision != head_revision():
+            print(
+                f"error: the database schema is at revision {revision}, not {head_revision()}; "
+                f"run `trustdiff migrate` first",
+                file=sys.stderr,
+            )
+            return 2
         with database.transaction() as session:
             _api_key, token = create_api_key(session, args.tenant)
     finally:

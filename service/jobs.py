@@ -41,9 +41,10 @@ def build_celery_app(settings: Settings, *, include: list[str] | None = None) ->
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
         broker_connection_timeout=settings.readiness_timeout_s,
     )
-    if settings.broker_url.startswith("sqla+"):
-        # kombu's SQLAlchemy transport polls; one second keeps the embedded default snappy.
-        app.conf.broker_transport_options = {"polling_interval": 1.0}
+    if settings.broker_url.startswith("sqla+sqlite"):
+        # kombu's SQLAlchemy transport hands these to create_engine: wait for SQLite's write
+        # lock (the gateway and the worker share the file) instead of failing after 5s.
+        app.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
     return app
 
 

@@ -104,9 +104,7 @@ def problem_response(
 ) -> JSONResponse:
     # Extension members never override the standard ones.
     body: dict[str, Any] = jsonable_encoder(dict(extra or {}))
-    body.update(
-        type=problem_type(code), title=title, status=status, detail=detail, code=code
-    )
+    body.update(type=problem_type(code), title=title, status=status, detail=detail, code=code)
     return JSONResponse(body, status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE)
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from types import FrameType
 
 logger = logging.getLogger(__name__)
@@ -43,9 +44,12 @@ class WorkerSupervisor(threading.Thread):
                     return
                 self.process = self._spawn()
             logger.info("worker started (pid %s)", self.process.pid)
+            started = time.monotonic()
             code = self.process.wait()
             if self.stopping.is_set():
                 return
+            if time.monotonic() - started > 60:
+                delay_s = 1.0  # it had been healthy: not a crash loop
             logger.error("worker exited with code %s; restarting in %.0fs", code, delay_s)
             if self.stopping.wait(delay_s):
                 return

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + url.removeprefix(prefix)
         return url
 
+    @field_validator("callback_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        # Compose passes `${TRUSTDIFF_CALLBACK_SECRET:-}` through as "": that is no secret.
+        return None if value == "" else value
+
     @property
     def is_embedded_database(self) -> bool:
         return self.database_url.startswith("sqlite")

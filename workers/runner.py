@@ -14,6 +14,7 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -102,7 +103,7 @@ def _with_retries(action: Callable[[], Any], *, attempts: int = 4) -> Any:
     return None
 
 
-def _claim(database: Database, audit_id: uuid.UUID) -> tuple[AuditConfig, str] | None:
+def _claim(database: Database, audit_id: uuid.UUID) -> tuple[dict[str, Any], str] | None:
     with database.transaction() as session:
         try:
             audit = transitions.start_running(session, audit_id, worker=worker_name())
@@ -110,7 +111,7 @@ def _claim(database: Database, audit_id: uuid.UUID) -> tuple[AuditConfig, str] |
             # Redelivered or duplicate messages land here: the row says what is true.
             logger.info("audit %s not started: %s", audit_id, error.detail)
             return None
-        return AuditConfig.model_validate(audit.config), audit.dataset_root
+        return audit.config, audit.dataset_root
 
 
 def _store_outcome(
@@ -122,8 +123,9 @@ def _store_outcome(
 
     try:
         _with_retries(store)
-    except InvalidTransition as error:
-        # The sweep decided this run was lost (e.g. the heartbeat stalled); its decision stands.
+    except (InvalidTransition, NotFound) as error:
+        # The sweep decided this run was lost (e.g. the heartbeat stalled), or the audit was
+        # deleted: the row's state stands.
         logger.warning("audit %s: outcome dropped: %s", audit_id, error.detail)
 
 
@@ -154,7 +156,20 @@ def run_audit_job(
     claimed = _claim(database, audit_id)
     if claimed is None:
         return None
-    config, dataset_root = claimed
+    config_json, dataset_root = claimed
+    try:
+        config = AuditConfig.model_validate(config_json)
+    except ValidationError as error:
+        # Stored by an older release whose config this engine no longer accepts.
+        message = f"the stored audit configuration is no longer valid: {error}"
+        _store_outcome(
+            database,
+            audit_id,
+            partial(
+                transitions.mark_failed, audit_id=audit_id, code="config_invalid", message=message
+            ),
+        )
+        return "failed"
     logger.info("audit %s: running", audit_id)
 
     from trustdiff.audit import run_audit

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from lime.lime_text import LimeTextExplainer
 
 from tests.explain.bag_of_words import WEIGHTS, BagOfWordsModel
+from trustdiff.config import Masking, ShapAlgorithm
 from trustdiff.explain.lime_explainer import explain_lime
 from trustdiff.explain.shap_explainer import explain_shap, word_partition_tree
 from trustdiff.explain.words import WordFeatures
 from trustdiff.metrics.alignment import top_k_features
 
+if TYPE_CHECKING:
+    from trustdiff.explain.words import PredictFunction
+    from trustdiff.inference import TextInput
+
 TEXT = "the excellent movie was dull but the acting good and the plot awful"
 TRUE_TOP = ["excellent", "awful", "good", "dull"]  # by |weight|
 
 
-def joint(reference: BagOfWordsModel, candidate: BagOfWordsModel):  # type: ignore[no-untyped-def]
-    def predict(inputs):  # type: ignore[no-untyped-def]
+def joint(reference: BagOfWordsModel, candidate: BagOfWordsModel) -> PredictFunction:
+    """Both models' probabilities side by side, as the engine's prediction function."""
+
+    def predict(inputs: list[TextInput]) -> np.ndarray:
         return np.hstack([reference.predict_proba(inputs), candidate.predict_proba(inputs)])
 
     return predict
@@ -30,7 +38,7 @@ def top_words(features: WordFeatures, attributions: np.ndarray, k: int) -> list[
 
 
 @pytest.mark.parametrize("masking", ["remove", "mask_token"])
-def test_lime_recovers_the_true_top_words(masking: str) -> None:
+def test_lime_recovers_the_true_top_words(masking: Masking) -> None:
     features = WordFeatures.from_input(TEXT)
     model = BagOfWordsModel()
     result = explain_lime(
@@ -39,7 +47,7 @@ def test_lime_recovers_the_true_top_words(masking: str) -> None:
         columns=(1, 3),
         num_samples=300,
         seed=0,
-        masking=masking,  # type: ignore[arg-type]
+        masking=masking,
         mask_token="[MASK]",
     )
     assert set(top_words(features, result.weights[1], 4)) == set(TRUE_TOP)
@@ -51,7 +59,7 @@ def test_lime_recovers_the_true_top_words(masking: str) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["partition", "permutation", "kernel"])
-def test_shap_recovers_true_words_and_is_additive(algorithm: str) -> None:
+def test_shap_recovers_true_words_and_is_additive(algorithm: ShapAlgorithm) -> None:
     features = WordFeatures.from_input(TEXT)
     model = BagOfWordsModel(bias=0.3)
     predict = joint(model, model)
@@ -61,7 +69,7 @@ def test_shap_recovers_true_words_and_is_additive(algorithm: str) -> None:
         columns=(1, 2),
         algorithm=algorithm,
         max_evals=600,
-        seed=3,  # type: ignore[arg-type]
+        seed=3,
     )
     assert top_words(features, result.values[1], 4) == TRUE_TOP
     neutral = [i for i, word in enumerate(features.words) if word not in WEIGHTS]
@@ -75,7 +83,7 @@ def test_shap_recovers_true_words_and_is_additive(algorithm: str) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["partition", "permutation", "kernel"])
-def test_shap_same_seed_same_values_even_concurrently(algorithm: str) -> None:
+def test_shap_same_seed_same_values_even_concurrently(algorithm: ShapAlgorithm) -> None:
     features = WordFeatures.from_input(TEXT + " fun fun")
     model = BagOfWordsModel()
 
@@ -84,7 +92,7 @@ def test_shap_same_seed_same_values_even_concurrently(algorithm: str) -> None:
             features,
             joint(model, model),
             columns=(1, 3),
-            algorithm=algorithm,  # type: ignore[arg-type]
+            algorithm=algorithm,
             max_evals=120,
             seed=seed,
         ).values[1]
@@ -111,7 +119,7 @@ def test_lime_same_seed_same_weights_other_seed_differs() -> None:
 
 
 @pytest.mark.parametrize(("masking", "mask_string"), [("mask_token", "[MASK]"), ("remove", "")])
-def test_lime_equals_a_direct_lime_text_explainer_call(masking: str, mask_string: str) -> None:
+def test_lime_equals_a_direct_lime_text_explainer_call(masking: Masking, mask_string: str) -> None:
     """Engine LIME for one model = `LimeTextExplainer.explain_instance` on the real text."""
     model = BagOfWordsModel(bias=-0.2)
     other = BagOfWordsModel(weights={"plot": 1.0})
@@ -136,7 +144,7 @@ def test_lime_equals_a_direct_lime_text_explainer_call(masking: str, mask_string
         columns=(1, 3),
         num_samples=250,
         seed=11,
-        masking=masking,  # type: ignore[arg-type]
+        masking=masking,
         mask_token="[MASK]",
     )
     np.testing.assert_allclose(engine.weights[1], expected, rtol=0, atol=1e-12)
@@ -160,13 +168,14 @@ def test_pair_partition_tree_joins_segments_at_the_root() -> None:
 def test_single_word_inputs() -> None:
     model = BagOfWordsModel()
     features = WordFeatures.from_input("excellent")
-    for algorithm in ("partition", "permutation", "kernel"):
+    algorithms: tuple[ShapAlgorithm, ...] = ("partition", "permutation", "kernel")
+    for algorithm in algorithms:
         values = explain_shap(
             features,
             joint(model, model),
             columns=(1,),
             algorithm=algorithm,
-            max_evals=50,  # type: ignore[arg-type]
+            max_evals=50,
         ).values[1]
         assert values[0] == pytest.approx(1 / (1 + np.exp(-3.0)) - 0.5)
     weights = explain_lime(features, joint(model, model), columns=(1,), num_samples=20, seed=0)

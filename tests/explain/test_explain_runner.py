@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import pytest
 from lime.lime_text import LimeTextExplainer
@@ -16,10 +19,12 @@ from trustdiff.config import ExplainSettings
 from trustdiff.errors import AuditCancelledError, ConfigError
 from trustdiff.explain import explain_and_align
 from trustdiff.explain.runner import instance_seed, select_instances
+from trustdiff.inference import TextInput
 from trustdiff.metrics.alignment import ALIGNMENT_METRICS
+from trustdiff.result import Explanation, MethodAlignment
 
 LABELS = ["negative", "positive"]
-TEXTS = [
+TEXTS: list[str] = [
     "the excellent movie was dull",
     "awful plot and good acting",
     "",
@@ -31,7 +36,7 @@ TEXTS = [
 SETTINGS = ExplainSettings(instances=4, lime_samples=60, shap_max_evals=80, top_k=3)
 
 
-def dataset(texts: list[str] | list[tuple[str, str]] = TEXTS) -> SimpleDataset:  # type: ignore[assignment]
+def dataset(texts: Sequence[TextInput] = TEXTS) -> SimpleDataset:
     return SimpleDataset(inputs=list(texts), labels=[i % 2 for i in range(len(texts))])
 
 
@@ -39,8 +44,8 @@ def audit(
     evaluator: FakeEvaluator,
     data: SimpleDataset,
     settings: ExplainSettings = SETTINGS,
-    **options,  # type: ignore[no-untyped-def]
-):  # type: ignore[no-untyped-def]
+    **options: Any,
+) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
     reference, candidate = evaluator.predict_proba(data.inputs)
     evaluator.requests.clear()
     return explain_and_align(
@@ -96,7 +101,8 @@ def test_a_different_candidate_is_flagged_and_noise_floor_is_reported() -> None:
     assert 2 not in explanations
     for index, explanation in explanations.items():
         assert explanation.words == TEXTS[index].split()
-        assert len(explanation.lime.reference) == len(explanation.words)  # type: ignore[union-attr]
+        assert explanation.lime is not None
+        assert len(explanation.lime.reference) == len(explanation.words)
 
 
 def test_both_models_see_identical_perturbed_texts() -> None:
@@ -145,7 +151,8 @@ def test_engine_lime_equals_direct_lime_call() -> None:
         explained_class = LABELS.index(explanation.target)
         if explained_class == 0:  # binary: the negative class's weights are the negatives
             expected = -expected
-        np.testing.assert_allclose(explanation.lime.reference, expected, atol=1e-12)  # type: ignore[union-attr]
+        assert explanation.lime is not None
+        np.testing.assert_allclose(explanation.lime.reference, expected, atol=1e-12)
 
 
 def test_sentence_pairs_keep_the_boundary() -> None:
@@ -178,13 +185,15 @@ def test_explained_class_options() -> None:
         assert by_reference[index].target == LABELS[reference_class]
         assert gold[index].target == LABELS[index % 2]
         assert own[index].target == LABELS[reference_class]
-        lime_ref = np.array(by_reference[index].lime.candidate)  # type: ignore[union-attr]
-        lime_own = np.array(own[index].lime.candidate)  # type: ignore[union-attr]
+        lime_by_reference, lime_own = by_reference[index].lime, own[index].lime
+        assert lime_by_reference is not None and lime_own is not None
         # The candidate's own prediction is "negative": its weights flip when the reference
         # explained "positive", and agree otherwise.
         sign = -1.0 if reference_class == 1 else 1.0
-        np.testing.assert_allclose(lime_own, sign * lime_ref, atol=1e-12)
-        assert by_reference[index].lime.reference_rerun is None  # type: ignore[union-attr]
+        np.testing.assert_allclose(
+            lime_own.candidate, sign * np.array(lime_by_reference.candidate), atol=1e-12
+        )
+        assert lime_by_reference.reference_rerun is None
 
 
 def test_progress_cancel_and_empty_selection() -> None:

@@ -10,8 +10,9 @@ from tests.tiny_models import BINARY_LABELS, NEGATIVE_WORDS, POSITIVE_WORDS
 from trustdiff.config import DatasetSpec, ExplainSettings
 from trustdiff.datasets import read_dataset
 from trustdiff.explain import explain_and_align
-from trustdiff.inference import BatchingEvaluator, load_model_runner
+from trustdiff.inference import BatchingEvaluator, ModelRunner, load_model_runner
 from trustdiff.metrics.alignment import ALIGNMENT_METRICS, top_k_features
+from trustdiff.result import Explanation, MethodAlignment
 
 SENTIMENT = set(POSITIVE_WORDS) | set(NEGATIVE_WORDS)
 SETTINGS = ExplainSettings(
@@ -20,13 +21,15 @@ SETTINGS = ExplainSettings(
 
 
 @pytest.fixture(scope="module")
-def runners(tiny_assets: TinyAssets):  # type: ignore[no-untyped-def]
+def runners(tiny_assets: TinyAssets) -> tuple[ModelRunner, ModelRunner]:
     reference = load_model_runner(tiny_assets.reference, transform=None, device="cpu")
     perturbed = load_model_runner(tiny_assets.perturbed, transform=None, device="cpu")
     return reference, perturbed
 
 
-def run(evaluator: BatchingEvaluator, tiny_assets: TinyAssets, settings: ExplainSettings):  # type: ignore[no-untyped-def]
+def run(
+    evaluator: BatchingEvaluator, tiny_assets: TinyAssets, settings: ExplainSettings
+) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
     data = read_dataset(
         tiny_assets.dataset, DatasetSpec(path="sentiment.jsonl"), labels=list(BINARY_LABELS)
     )
@@ -44,7 +47,9 @@ def run(evaluator: BatchingEvaluator, tiny_assets: TinyAssets, settings: Explain
     )
 
 
-def test_tiny_bert_reference_against_perturbed(runners, tiny_assets: TinyAssets) -> None:  # type: ignore[no-untyped-def]
+def test_tiny_bert_reference_against_perturbed(
+    runners: tuple[ModelRunner, ModelRunner], tiny_assets: TinyAssets
+) -> None:
     evaluator = BatchingEvaluator(list(runners), batch_size=32)
     alignment, explanations = run(evaluator, tiny_assets, SETTINGS)
     assert set(alignment) == {"lime", "shap"}
@@ -65,7 +70,9 @@ def test_tiny_bert_reference_against_perturbed(runners, tiny_assets: TinyAssets)
     assert stats.unique_inputs_forwarded < stats.requested_inputs
 
 
-def test_tiny_bert_against_itself_aligns_perfectly(runners, tiny_assets: TinyAssets) -> None:  # type: ignore[no-untyped-def]
+def test_tiny_bert_against_itself_aligns_perfectly(
+    runners: tuple[ModelRunner, ModelRunner], tiny_assets: TinyAssets
+) -> None:
     reference, _ = runners
     settings = SETTINGS.model_copy(update={"instances": 2, "noise_floor": False})
     alignment, explanations = run(BatchingEvaluator([reference, reference]), tiny_assets, settings)

@@ -231,7 +231,7 @@ def test_summary_statistics_and_histogram() -> None:
     assert summary.mean == pytest.approx(0.55)
     assert summary.median == pytest.approx(0.5)
     assert summary.n == 5
-    assert summary.ci_low is not None and summary.ci_high is not None
+    assert summary.ci_low is not None and summary.ci_high is not None and summary.mean is not None
     assert 0.0 <= summary.ci_low <= summary.mean <= summary.ci_high <= 1.0
     assert summary.histogram.edges == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
     assert summary.histogram.counts == [1, 1, 1, 2]  # 1.0 lands in the last, closed bin

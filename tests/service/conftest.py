@@ -6,27 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.service.fixtures import (  # noqa: F401  (fixtures are found by name)
-    WORKERS,
-    api_key,
-    auth,
-    clean_database,
-    client,
-    database,
-    live_client,
-    parked_settings,
-    postgres_url,
-    redis_url,
-    service_env,
-    settings,
-    worker,
-)
+from tests.service.fixtures import *  # noqa: F403  (the session fixtures, found by name)
+from tests.service.fixtures import WORKERS
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
-    if report.failed:
+    if report.failed and "worker" in getattr(item, "fixturenames", ()):
         for worker in WORKERS:
             report.sections.append(("worker log (last 200 lines)", _tail(worker.log())))
     return report

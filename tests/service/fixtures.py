@@ -198,10 +198,9 @@ class WorkerProcess:
 def start_process(
     command: list[str], env: dict[str, str], log_path: Path, *, ready: Callable[[], bool]
 ) -> subprocess.Popen[bytes]:
+    """Start `command` with exactly `env`, logging to `log_path`, and wait until `ready()`."""
     log = log_path.open("wb")
-    process = subprocess.Popen(
-        command, cwd=REPOSITORY_ROOT, env={**os.environ, **env}, stdout=log, stderr=log
-    )
+    process = subprocess.Popen(command, cwd=REPOSITORY_ROOT, env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 120
     while not ready():
         if process.poll() is not None:
@@ -234,7 +233,10 @@ def worker(
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     command = [sys.executable, "-m", "service.cli", "worker", "--pool=solo", "--log-level=info"]
     process = start_process(
-        command, service_env, log_path, ready=lambda: " ready." in log_path.read_text("utf-8", "replace")
+        command,
+        {**os.environ, **service_env},
+        log_path,
+        ready=lambda: " ready." in log_path.read_text("utf-8", "replace"),
     )
     worker = WorkerProcess(process, log_path)
     WORKERS.append(worker)

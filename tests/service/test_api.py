@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.db import Database
@@ -14,6 +15,8 @@ from service.settings import Settings
 from tests.conftest import TinyAssets
 from tests.service.fixtures import audit_body, new_api_key, random_id
 from tests.tiny_models import sentiment_rows
+
+pytestmark = pytest.mark.services
 
 PROBLEM = "application/problem+json"
 
@@ -76,7 +79,11 @@ def test_another_tenants_audit_and_dataset_are_404(
         "/v1/datasets", files={"file": ("d.jsonl", b'{"text": "a", "label": "x"}\n')}, headers=auth
     ).json()["id"]
     other = {"Authorization": f"Bearer {new_api_key(clean_database, 'tenant-b')}"}
-    for path in (f"/v1/audits/{audit_id}", f"/v1/audits/{audit_id}/gate", f"/v1/datasets/{dataset_id}"):
+    for path in (
+        f"/v1/audits/{audit_id}",
+        f"/v1/audits/{audit_id}/gate",
+        f"/v1/datasets/{dataset_id}",
+    ):
         assert_problem(client.get(path, headers=other), 404, "not_found")
     assert_problem(client.post(f"/v1/audits/{audit_id}/cancel", headers=other), 404, "not_found")
     assert client.get("/v1/audits", headers=other).json()["items"] == []
@@ -220,9 +227,7 @@ def test_malformed_dataset_names_its_row(client: TestClient, auth: dict[str, str
         "/v1/datasets", files={"file": ("bad.jsonl", missing_label)}, headers=auth
     )
     assert assert_problem(response, 422, "dataset_invalid")["row"] == 2
-    unknown_format = client.post(
-        "/v1/datasets", files={"file": ("data.xlsx", b"x")}, headers=auth
-    )
+    unknown_format = client.post("/v1/datasets", files={"file": ("data.xlsx", b"x")}, headers=auth)
     assert_problem(unknown_format, 422, "dataset_invalid")
 
 
@@ -287,8 +292,9 @@ def test_cancelling_a_queued_audit_is_immediate_and_final(
     assert audit["finished_at"] is not None
     # Cancelling again is harmless; the result never appears.
     assert client.post(f"/v1/audits/{audit_id}/cancel", headers=auth).status_code == 200
-    assert_problem(client.get(f"/v1/audits/{audit_id}/result", headers=auth), 409,
-                   "audit_not_succeeded")
+    assert_problem(
+        client.get(f"/v1/audits/{audit_id}/result", headers=auth), 409, "audit_not_succeeded"
+    )
 
 
 def test_callback_needs_a_configured_secret(
@@ -306,5 +312,6 @@ def test_callback_needs_a_configured_secret(
 def test_framework_errors_are_problems_too(client: TestClient, auth: dict[str, str]) -> None:
     assert_problem(client.get("/v1/nope", headers=auth), 404, "not_found")
     assert_problem(client.delete("/v1/audits", headers=auth), 405, "method_not_allowed")
-    assert_problem(client.get("/v1/audits", params={"limit": 0}, headers=auth), 422,
-                   "invalid_request")
+    assert_problem(
+        client.get("/v1/audits", params={"limit": 0}, headers=auth), 422, "invalid_request"
+    )

@@ -8,6 +8,7 @@ import json
 import shutil
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -17,6 +18,8 @@ from service.settings import Settings
 from tests.conftest import TinyAssets
 from tests.service.callback_server import CallbackServer
 from tests.service.fixtures import audit_body, wait_for_status
+
+pytestmark = pytest.mark.services
 
 FINAL = {"succeeded", "failed", "cancelled"}
 
@@ -61,7 +64,10 @@ def test_audit_runs_to_success_and_serves_result_gate_and_report(
 
 
 def test_uploaded_dataset_audit_with_signed_callback_retried_until_delivered(
-    live_client: TestClient, auth: dict[str, str], tiny_assets: TinyAssets, settings: Settings,
+    live_client: TestClient,
+    auth: dict[str, str],
+    tiny_assets: TinyAssets,
+    settings: Settings,
     clean_database: Database,
 ) -> None:
     upload = live_client.post(

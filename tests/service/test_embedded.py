@@ -25,8 +25,12 @@ def free_port() -> int:
 
 
 def children_of(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in children.read_text().split()] if children.exists() else []
+    # Per thread: the supervisor thread, not the main one, starts the worker.
+    return sorted(
+        int(child)
+        for children in Path(f"/proc/{pid}/task").glob("*/children")
+        for child in children.read_text().split()
+    )
 
 
 def is_alive(pid: int) -> bool:
@@ -75,7 +79,7 @@ def test_serve_alone_runs_an_audit_end_to_end_and_stops_cleanly(
     )
     try:
         home = Path(embedded_env["TRUSTDIFF_HOME"])
-        assert (home / "trustdiff.sqlite").exists()
+        assert (home / "trustdiff.sqlite").exists(), log_path.read_text()
         key = subprocess.run(
             [sys.executable, "-m", "trustdiff", "keys", "create", "--tenant", "laptop"],
             cwd=REPOSITORY_ROOT,
@@ -87,7 +91,9 @@ def test_serve_alone_runs_an_audit_end_to_end_and_stops_cleanly(
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as api:
             upload = api.post(
                 "/v1/datasets",
-                files={"file": ("eval.tsv", (tiny_assets.data_root / "sentiment.tsv").read_bytes())},
+                files={
+                    "file": ("eval.tsv", (tiny_assets.data_root / "sentiment.tsv").read_bytes())
+                },
             )
             assert upload.status_code == 201, upload.text
             body = {

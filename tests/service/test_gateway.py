@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -45,6 +46,7 @@ def test_committed_openapi_document_matches_the_app() -> None:
     )
 
 
+@pytest.mark.services
 def test_healthz_and_readyz_on_real_services(client: TestClient) -> None:
     assert client.get("/v1/healthz").json() == {"status": "ok"}
     response = client.get("/v1/readyz")
@@ -52,6 +54,7 @@ def test_healthz_and_readyz_on_real_services(client: TestClient) -> None:
     assert response.json()["checks"] == {"database": "ok", "broker": "ok"}
 
 
+@pytest.mark.services
 def test_readyz_is_503_with_the_reason_when_broker_or_database_is_down(
     settings: Settings,
 ) -> None:
@@ -75,6 +78,7 @@ def test_readyz_is_503_with_the_reason_when_broker_or_database_is_down(
     assert client.get("/v1/healthz").status_code == 200
 
 
+@pytest.mark.services
 def test_readyz_reports_an_unmigrated_database(tmp_path: Path, settings: Settings) -> None:
     fresh = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'new.sqlite'}"})
     with TestClient(create_app(fresh)) as client:
@@ -117,6 +121,7 @@ def test_service_cli_module_imports_nothing_beyond_the_standard_library() -> Non
     assert completed.stdout.strip() == "[]", completed.stdout
 
 
+@pytest.mark.services
 def test_keys_create_prints_a_working_key_once(
     client: TestClient, service_env: dict[str, str]
 ) -> None:

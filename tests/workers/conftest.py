@@ -9,22 +9,12 @@ import pytest
 from service.db import Database
 from service.jobs import build_celery_app
 from service.settings import Settings
-from tests.service.fixtures import (  # noqa: F401  (fixtures are found by name)
-    clean_database,
-    database,
-    parked_settings,
-    postgres_url,
-    redis_url,
-    service_env,
-    settings,
-)
+from tests.service.fixtures import *  # noqa: F403  (the session fixtures, found by name)
 
 
 @pytest.fixture
-def parked_database(
-    parked_settings: Settings, clean_database: Database
-) -> Iterator[Database]:
+def parked_database(parked_settings: Settings, clean_database: Database) -> Iterator[Database]:
     """The test database, sending jobs to a queue no worker reads (so they can be counted)."""
-    database = Database(parked_settings.database_url, build_celery_app(parked_settings))
-    yield database
-    database.dispose()
+    parked = Database(parked_settings.database_url, build_celery_app(parked_settings))
+    yield parked
+    parked.dispose()

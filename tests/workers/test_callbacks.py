@@ -26,6 +26,8 @@ from workers.callbacks import (
     sign_body,
 )
 
+pytestmark = pytest.mark.services
+
 
 def failed_audit_with_callback(database: Database, settings: Settings, url: str) -> uuid.UUID:
     with database.transaction() as session:

@@ -24,6 +24,8 @@ from service.transitions import InvalidTransition
 from tests.service.fixtures import audit_body
 from workers.runner import run_audit_job, sweep_stale_audits
 
+pytestmark = pytest.mark.services
+
 
 def queued_messages(settings: Settings, redis_url: str) -> list[str]:
     """Audit ids of the run-audit messages waiting on the parked queue, oldest first."""
@@ -57,7 +59,9 @@ def load(database: Database, audit_id: uuid.UUID) -> Audit:
         return audit
 
 
-def make_running(database: Database, audit_id: uuid.UUID, *, silent_for_s: float, **values: Any) -> None:
+def make_running(
+    database: Database, audit_id: uuid.UUID, *, silent_for_s: float, **values: Any
+) -> None:
     with database.transaction() as session:
         transitions.start_running(session, audit_id, worker="gone:1")
     with database.transaction() as session:

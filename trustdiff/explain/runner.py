@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 SUMMARY_RESAMPLES = 1000
 SUMMARY_CONFIDENCE = 0.95
 HISTOGRAM_BINS = 10
-# Instances explained at once. The evaluator serializes its forward passes, so threads do not
-# merge batches; they overlap one instance's LIME/SHAP bookkeeping (text building, shap's
-# Python recursion, ridge fits) with another's forward pass. See bench/README.md.
-DEFAULT_WORKERS = 2
+# Instances explained at once. The evaluator serializes its forward passes (and does not merge
+# concurrent requests), forward passes take ~98% of the time, and SHAP explanations hold a
+# process-wide lock (see shap_explainer), so on a 2-core CPU a second worker measured no faster
+# (bench/README.md). One worker also keeps results bit-reproducible: with several, batch
+# composition, and so float rounding, depends on thread timing.
+DEFAULT_WORKERS = 1
 
 _METHOD_IDS: dict[str, int] = {"lime": 0, "shap": 1}
 
