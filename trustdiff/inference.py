@@ -179,6 +179,7 @@ def load_model_runner(
     info = inspect_checkpoint(path, allow_pickle=allow_pickle)
     target = torch.device("cpu") if transform == "int8-dynamic" else resolve_device(device)
 
+    from safetensors import SafetensorError
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
@@ -197,8 +198,9 @@ def load_model_runner(
             use_safetensors=None if allow_pickle else True,
             **{_dtype_keyword(): torch.float32},
         )
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
-        # e.g. a config whose shapes do not match the weights, or an unknown model_type
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+        # e.g. a config whose shapes do not match the weights, an unknown model_type, or a
+        # truncated/corrupt safetensors file
         raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {error}") from error
     finally:
         if bars_were_enabled:

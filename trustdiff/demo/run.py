@@ -1,4 +1,4 @@
-"""Run the demo as a release pipeline would: serve, upload, audit each candidate over HTTP, report."""
+"""Run the demo as a pipeline would: serve, upload, audit each candidate over HTTP, report."""
 
 from __future__ import annotations
 
