@@ -274,20 +274,17 @@ def agreement(baseline: dict[str, Any], engine: dict[str, Any]) -> dict[str, Any
     return figures
 
 
-def warm_up(runners: Sequence[ModelRunner]) -> None:
-    """Compile shap's numba kernels and touch the models once, outside every timing."""
-    from trustdiff.explain.shap_explainer import explain_shap
-    from trustdiff.explain.words import WordFeatures
+def warm_up(runners: Sequence[ModelRunner], text: str, settings: ExplainSettings) -> None:
+    """Run engine and baseline once on one short input, outside every timing.
 
-    features = WordFeatures.from_input("a warm up sentence for the kernels")
-    for runner in runners:
-        runner.predict_proba(["warm up"])
-    explain_shap(
-        features,
-        lambda inputs: np.tile([0.5, 0.5], (len(inputs), 1)),
-        columns=(0,),
-        max_evals=20,
-    )
+    shap's numba kernels compile on first use for each array shape (over a second on this
+    CPU); without this the first timed run would pay for it.
+    """
+    dataset = BenchDataset(inputs=[text], labels=[0])
+    tiny = settings.model_copy(update={"instances": 1, "lime_samples": 20, "shap_max_evals": 20})
+    probabilities = (runners[0].predict_proba([text]), runners[1].predict_proba([text]))
+    run_engine(runners, dataset, probabilities, tiny, seed=0, workers=1, batch_size=8)
+    run_baseline(runners, dataset, [0], tiny, seed=0)
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -347,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         masking=arguments.masking,
         noise_floor=False,
     )
-    warm_up(runners)
+    warm_up(runners, texts[chosen[0]], settings)
 
     # The CPU is shared: each timing is repeated, interleaved, and its minimum kept (the run
     # least disturbed by other processes).

@@ -153,6 +153,23 @@ def _dtype_keyword() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
+def apply_transform(model: nn.Module, transform: str) -> nn.Module:
+    """`model` with a load-time transform applied; the input model is left untouched.
+
+    `int8-dynamic`: dynamic int8 quantization of every `nn.Linear`
+    (`torch.ao.quantization.quantize_dynamic`, qint8 weights, activations quantized per batch).
+    Its kernels exist only for CPU.
+    """
+    if transform not in TRANSFORMS:
+        raise ConfigError(f"unknown transform {transform!r}; known transforms are {TRANSFORMS}")
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao; it still works and
+        # torchao is not a dependency.
+        warnings.simplefilter("ignore")
+        # inplace=False (the default) quantizes a deep copy.
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
 def load_model_runner(
     path: Path,
     *,
@@ -214,12 +231,8 @@ def load_model_runner(
         model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     num_parameters = sum(parameter.numel() for parameter in model.parameters())
-    if transform == "int8-dynamic":
-        with warnings.catch_warnings():
-            # torch.ao.quantization is deprecated in favour of torchao; it still works and
-            # torchao is not a dependency.
-            warnings.simplefilter("ignore")
-            model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    if transform is not None:
+        model = apply_transform(model, transform)
     model.to(target)
     return ModelRunner(
         path=path,

