@@ -106,8 +106,14 @@ def _bar(done: int, total: int, width: int = 24) -> str:
 
 
 def poll_until_finished(client: httpx.Client, audit_id: str, name: str) -> dict[str, Any]:
-    """Poll the audit, drawing one progress line, until it leaves queued/running."""
+    """Poll the audit until it leaves queued/running, showing its progress.
+
+    On a terminal one line is redrawn in place; in a log (CI, `| tee`) a line is written
+    only when the stage changes or another tenth of it is done, so logs stay readable.
+    """
     started = time.monotonic()
+    interactive = sys.stderr.isatty()
+    last_logged: tuple[str, int] | None = None
     while True:
         response = client.get(f"/v1/audits/{audit_id}")
         _raise_for_problem(response)
@@ -117,9 +123,15 @@ def poll_until_finished(client: httpx.Client, audit_id: str, name: str) -> dict[
         done, total = int(progress.get("done") or 0), int(progress.get("total") or 0)
         elapsed = time.monotonic() - started
         line = f"  {name:<10} {stage:<9} [{_bar(done, total)}] {done}/{total}  {elapsed:5.0f}s"
-        print("\r" + line, end="", file=sys.stderr, flush=True)
-        if audit["status"] not in {"queued", "running"}:
-            print(file=sys.stderr)
+        finished = audit["status"] not in {"queued", "running"}
+        if interactive:
+            print("\r" + line, end="\n" if finished else "", file=sys.stderr, flush=True)
+        else:
+            tenth = int(10 * done / total) if total else 0
+            if (stage, tenth) != last_logged or finished:
+                print(line, file=sys.stderr, flush=True)
+                last_logged = (stage, tenth)
+        if finished:
             return audit
         time.sleep(1.0)
 
