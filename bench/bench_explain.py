@@ -27,7 +27,11 @@ import numpy as np  # noqa: E402
 
 from trustdiff.config import ExplainSettings  # noqa: E402
 from trustdiff.explain import explain_and_align  # noqa: E402
-from trustdiff.explain.runner import instance_seed, select_instances  # noqa: E402
+from trustdiff.explain.runner import (  # noqa: E402
+    DEFAULT_WORKERS,
+    instance_seed,
+    select_instances,
+)
 from trustdiff.inference import (  # noqa: E402
     BatchingEvaluator,
     ModelRunner,
@@ -310,7 +314,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the reference quantized at load time, or a copy with weight noise",
     )
     parser.add_argument(
-        "--workers", default="1,2", help="comma-separated worker counts to time the engine with"
+        "--workers", default="1,4", help="comma-separated worker counts to time the engine with"
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="engine and forward timings")
@@ -380,7 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"pure forward of its unique inputs: {forward_timings[-1][0]:.1f} s", flush=True)
     engine_runs = [best[workers] for workers in worker_counts]
-    engine = min(engine_runs, key=lambda run: run["seconds"])
+    # Figures are for the engine as it ships (its default worker count) when that was timed.
+    engine = best.get(DEFAULT_WORKERS) or min(engine_runs, key=lambda run: run["seconds"])
     memory_after_engine = peak_rss_mib()
     forward = min(wall for wall, _ in forward_timings)
     forward_cpu = min(cpu for _, cpu in forward_timings)
@@ -436,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             for run in engine_runs
         ],
-        "engine_best_workers": engine["workers"],
+        "engine_workers": engine["workers"],
         "pure_forward_seconds": forward,
         "pure_forward_cpu_seconds": forward_cpu,
         "overhead_ratio": engine["seconds"] / forward,

@@ -83,3 +83,34 @@ def test_tiny_bert_against_itself_aligns_perfectly(
     for explanation in explanations.values():
         assert explanation.lime is not None
         assert explanation.lime.reference == explanation.lime.candidate
+
+
+def test_run_audit_fills_the_alignment_section(tiny_assets: TinyAssets) -> None:
+    """The engine's own entry point: alignment for both methods, noise floor beside it."""
+    from trustdiff.audit import run_audit
+    from trustdiff.config import AuditConfig, CalibrationSettings, CheckpointSpec
+    from trustdiff.result import dump_result
+
+    config = AuditConfig(
+        reference=CheckpointSpec(path="reference"),
+        candidate=CheckpointSpec(path="perturbed"),
+        dataset=DatasetSpec(path="sentiment.jsonl"),
+        calibration=CalibrationSettings(n_bootstrap=50),
+        explain=ExplainSettings(instances=3, lime_samples=40, shap_max_evals=40, top_k=3),
+        device="cpu",
+    )
+    events: list[tuple[str, int, int]] = []
+    result = run_audit(
+        config,
+        model_root=tiny_assets.model_root,
+        data_root=tiny_assets.data_root,
+        progress=lambda *event: events.append(event),
+    )
+    assert set(result.alignment) == {"lime", "shap"}
+    for method_alignment in result.alignment.values():
+        assert method_alignment.jaccard_at_k.n == 3
+        assert method_alignment.noise_floor is not None
+    explained = [instance for instance in result.instances if instance.explanations]
+    assert len(explained) == 3
+    assert ("explain", 3, 3) in events
+    assert '"noise_floor"' in dump_result(result)

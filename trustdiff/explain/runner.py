@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -26,12 +27,12 @@ if TYPE_CHECKING:
 SUMMARY_RESAMPLES = 1000
 SUMMARY_CONFIDENCE = 0.95
 HISTOGRAM_BINS = 10
-# Instances explained at once. The evaluator serializes its forward passes (and does not merge
-# concurrent requests), forward passes take ~98% of the time, and SHAP explanations hold a
-# process-wide lock (see shap_explainer), so on a 2-core CPU a second worker measured no faster
-# (bench/README.md). One worker also keeps results bit-reproducible: with several, batch
-# composition, and so float rounding, depends on thread timing.
-DEFAULT_WORKERS = 1
+# Instances explained at once, each on its own thread, their model requests merged step by
+# step into one evaluator call (`LockstepBatcher`), so the evaluator batches across instances
+# (SHAP's Partition rounds alone are small) and results stay reproducible. On the 2-core CPU
+# 1, 2 and 4 workers measured within noise of each other (bench/README.md); merged calls
+# matter more on a GPU.
+DEFAULT_WORKERS = 4
 
 _METHOD_IDS: dict[str, int] = {"lime": 0, "shap": 1}
 
@@ -244,7 +245,6 @@ def explain_and_align(
     if not indices:
         return {}, {}
     mask_token = reference_mask_token(evaluator) if settings.masking == "mask_token" else None
-    predict = joint_predict(evaluator)
     targets = {
         index: explained_targets(
             settings,
@@ -256,7 +256,7 @@ def explain_and_align(
         for index in indices
     }
 
-    def explain_row(index: int) -> dict[str, InstanceAttributions]:
+    def explain_row(predict: PredictFunction, index: int) -> dict[str, InstanceAttributions]:
         features = WordFeatures.from_input(inputs[index])
         return {
             method: explain_instance(
@@ -274,8 +274,13 @@ def explain_and_align(
             for method in methods
         }
 
-    results = _run_concurrently(
-        explain_row, indices, workers=workers, progress=progress, should_cancel=should_cancel
+    results = _run_in_lockstep(
+        explain_row,
+        indices,
+        joint_predict(evaluator),
+        workers=workers,
+        progress=progress,
+        should_cancel=should_cancel,
     )
 
     explanations: dict[int, Explanation] = {}
@@ -327,37 +332,143 @@ def explain_and_align(
     return alignment, explanations
 
 
-def _run_concurrently(
-    task: Callable[[int], dict[str, InstanceAttributions]],
+class LockstepBatcher:
+    """Merges the requests of several explaining threads into one evaluator call per step.
+
+    Each of `slots` threads explains its own instances and sends its requests through
+    `predict(slot, inputs)`, which blocks until every still-active slot has sent one; the
+    last to arrive then makes a single call with all requests concatenated in slot order and
+    hands each its rows. Bigger calls let the evaluator sort and batch across instances, and
+    because every step merges exactly one request per active slot, in slot order, the
+    sequence of calls — and so every result, even of a model whose outputs depend on batch
+    composition — is the same on every run. A slot with no more work calls `retire(slot)`.
+    """
+
+    def __init__(self, predict: PredictFunction, *, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        self._predict = predict
+        self._active = slots
+        self._condition = threading.Condition()
+        self._requests: dict[int, list[TextInput]] = {}
+        self._results: dict[int, NDArray[np.float64] | BaseException] = {}
+        self._step = 0
+
+    def predict(self, slot: int, inputs: list[TextInput]) -> NDArray[np.float64]:
+        with self._condition:
+            if slot in self._requests:
+                raise RuntimeError(f"slot {slot} sent a second request in one step")
+            self._requests[slot] = list(inputs)
+            if len(self._requests) == self._active:
+                self._flush()
+            else:
+                step = self._step
+                while self._step == step:
+                    self._condition.wait()
+            result = self._results.pop(slot)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def retire(self, slot: int) -> None:
+        with self._condition:
+            self._active -= 1
+            if self._requests and len(self._requests) == self._active:
+                self._flush()
+
+    def _flush(self) -> None:
+        # Runs with the condition held: every active slot is waiting for this call anyway.
+        slots = sorted(self._requests)
+        merged = [value for slot in slots for value in self._requests[slot]]
+        try:
+            outputs = self._predict(merged)
+            start = 0
+            for slot in slots:
+                stop = start + len(self._requests[slot])
+                self._results[slot] = outputs[start:stop]
+                start = stop
+        except BaseException as error:  # every waiting slot must learn of it, not just one
+            for slot in slots:
+                self._results[slot] = error
+        self._requests.clear()
+        self._step += 1
+        self._condition.notify_all()
+
+
+_SLOT_DONE = object()
+
+
+def _run_in_lockstep(
+    task: Callable[[PredictFunction, int], dict[str, InstanceAttributions]],
     indices: Sequence[int],
+    predict: PredictFunction,
     *,
     workers: int,
     progress: Callable[[str, int, int], None] | None,
     should_cancel: Callable[[], bool] | None,
 ) -> dict[int, dict[str, InstanceAttributions]]:
-    """Run `task` over `indices` with up to `workers` in flight, in this thread's control.
+    """Run `task(predict, index)` over `indices` on `workers` threads merged by a batcher.
 
-    Instances are submitted one at a time as others finish, so cancellation is checked between
-    instances and progress is reported from the calling thread only.
+    Slot s takes `indices[s::workers]`, in order, so which requests meet in a step never
+    depends on timing. Progress and `should_cancel` run on the calling thread only, after each
+    finished instance; on cancellation the slots finish their current instance and stop.
     """
-    results: dict[int, dict[str, InstanceAttributions]] = {}
-    pending = list(indices)
-    running: dict[Future[dict[str, InstanceAttributions]], int] = {}
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explain") as executor:
+    if should_cancel is not None and should_cancel():
+        raise AuditCancelledError("audit cancelled before explaining instances")
+    slots = min(workers, len(indices))
+    batcher = LockstepBatcher(predict, slots=slots)
+    events: queue.Queue[tuple[int, object]] = queue.Queue()
+    stop = threading.Event()
+
+    def work(slot: int) -> None:
+        def slot_predict(inputs: list[TextInput]) -> NDArray[np.float64]:
+            return batcher.predict(slot, inputs)
+
         try:
-            while pending or running:
-                while pending and len(running) < workers:
-                    if should_cancel is not None and should_cancel():
-                        raise AuditCancelledError("audit cancelled while explaining instances")
-                    index = pending.pop(0)
-                    running[executor.submit(task, index)] = index
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index = running.pop(future)
-                    results[index] = future.result()
-                    if progress is not None:
-                        progress("explain", len(results), len(indices))
+            for index in indices[slot::slots]:
+                if stop.is_set():
+                    break
+                try:
+                    events.put((index, task(slot_predict, index)))
+                except BaseException as error:
+                    events.put((index, error))
+                    break
         finally:
-            for future in running:
-                future.cancel()
+            batcher.retire(slot)
+            events.put((-1, _SLOT_DONE))
+
+    threads = [
+        threading.Thread(target=work, args=(slot,), name=f"explain-{slot}", daemon=True)
+        for slot in range(slots)
+    ]
+    for thread in threads:
+        thread.start()
+    results: dict[int, dict[str, InstanceAttributions]] = {}
+    failure: BaseException | None = None
+    cancelled = False
+    finished = 0
+    while finished < slots:
+        index, payload = events.get()
+        if payload is _SLOT_DONE:
+            finished += 1
+        elif isinstance(payload, BaseException):
+            failure = failure or payload
+            stop.set()
+        elif failure is None:
+            results[index] = cast(dict[str, InstanceAttributions], payload)
+            try:
+                if progress is not None:
+                    progress("explain", len(results), len(indices))
+                if not stop.is_set() and should_cancel is not None and should_cancel():
+                    cancelled = True
+                    stop.set()
+            except BaseException as error:  # a failing callback still lets the slots wind down
+                failure = error
+                stop.set()
+    for thread in threads:
+        thread.join()
+    if failure is not None:
+        raise failure
+    if cancelled:
+        raise AuditCancelledError("audit cancelled while explaining instances")
     return results

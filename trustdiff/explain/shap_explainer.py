@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,20 +20,29 @@ if TYPE_CHECKING:
 # shap draws from numpy's *global* generator: Permutation seeds it in its constructor and
 # shuffles with it, Kernel samples coalitions with it, and even Partition breaks priority ties
 # in its Owen recursion with `np.random.randn()` (shap issue #3995: a seed alone does not make
-# results reproducible). Each SHAP explanation therefore runs under this lock with the global
-# generator seeded for that explanation, and the caller's generator state is put back after.
+# results reproducible, least of all with several explanations running in threads). So each
+# explanation owns a private stream of that generator and runs shap's code holding this lock
+# with its stream swapped in; it lets go (saving its stream) only while the model is being
+# evaluated, which is when explanations running in other threads may proceed.
 _GLOBAL_NUMPY_RANDOM = threading.Lock()
 
 
-@contextmanager
-def _seeded_global_numpy_random(seed: int) -> Iterator[None]:
-    with _GLOBAL_NUMPY_RANDOM:
-        saved = np.random.get_state()
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            np.random.set_state(saved)
+class _GlobalRandomStream:
+    """A private, seeded stream of numpy's global generator for one explanation."""
+
+    def __init__(self, seed: int) -> None:
+        self._state: Any = np.random.RandomState(seed % 2**32).get_state()
+        self._outer: Any = None
+
+    def enter(self) -> None:
+        _GLOBAL_NUMPY_RANDOM.acquire()
+        self._outer = np.random.get_state()
+        np.random.set_state(self._state)
+
+    def leave(self) -> None:
+        self._state = np.random.get_state()
+        np.random.set_state(self._outer)
+        _GLOBAL_NUMPY_RANDOM.release()
 
 
 @dataclass(frozen=True)
@@ -138,7 +146,8 @@ def explain_shap(
     so bigger calls pad less: on MiniLM-L6 this took the engine from 1.32× to 1.17× the pure
     forward time (bench/README.md), at the price of expanding the coalition tree a round at
     a time rather than strictly best-first.
-    `seed` seeds numpy's global generator for the duration (see `_GLOBAL_NUMPY_RANDOM`).
+    `seed` seeds this explanation's own stream of numpy's global generator (see
+    `_GLOBAL_NUMPY_RANDOM`), so results do not depend on other explanations running at once.
     """
     import shap
 
@@ -147,13 +156,21 @@ def explain_shap(
         raise ValueError("cannot explain an input without words")
     selected = list(columns)
 
+    stream = _GlobalRandomStream(seed)
+
     def model(keep_masks: NDArray[Any]) -> NDArray[np.float64]:
         inputs = features.compose_many(
             np.asarray(keep_masks) > 0.5, masking=masking, mask_token=mask_token
         )
-        return np.asarray(predict(inputs), dtype=np.float64)[:, selected]
+        stream.leave()
+        try:
+            outputs = np.asarray(predict(inputs), dtype=np.float64)
+        finally:
+            stream.enter()
+        return outputs[:, selected]
 
-    with _seeded_global_numpy_random(seed):
+    stream.enter()
+    try:
         if algorithm == "kernel":
             kernel = shap.KernelExplainer(model, np.zeros((1, d)))
             raw = kernel.shap_values(np.ones((1, d)), nsamples=max_evals, l1_reg=False, silent=True)
@@ -167,7 +184,7 @@ def explain_shap(
             elif algorithm == "permutation":
                 # No clustering: with one, shap shuffles along the tree inside numba, whose
                 # generator numpy's seed does not reach, and results are not reproducible.
-                # Plain permutations (numpy's global generator, seeded above) estimate the
+                # Plain permutations (numpy's global generator, our stream) estimate the
                 # ordinary Shapley values.
                 masker = _keep_mask_masker(d, None)
                 explainer = shap.explainers.PermutationExplainer(model, masker, seed=seed % 2**32)
@@ -179,6 +196,8 @@ def explain_shap(
             )
             values = np.asarray(result.values, dtype=np.float64).reshape(d, len(selected))
             base = np.asarray(result.base_values, dtype=np.float64).reshape(len(selected))
+    finally:
+        stream.leave()
     return ShapAttributions(
         values={column: values[:, i].copy() for i, column in enumerate(selected)},
         base_values={column: float(base[i]) for i, column in enumerate(selected)},
