@@ -57,6 +57,14 @@ gate file (JSON or YAML): any subset of the default checks, e.g.
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown after each option; the epilog's examples keep their line breaks."""
 
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # "(default: None)" on a required or unset option says nothing, and help text that
+        # already names its default should not repeat it.
+        help_text = action.help or ""
+        if action.default is None or action.default is False or "default" in help_text:
+            return help_text
+        return super()._get_help_string(action)
+
 
 # --- configuration files ------------------------------------------------------------------
 
@@ -381,15 +389,27 @@ def _add_audit_parser(subparsers: Any) -> None:
         help="JSON/YAML mapping candidate label -> reference label, when their names differ",
     )
     models.add_argument("--device", default=audit_defaults.device, help="auto, cpu, cuda, cuda:N")
-    models.add_argument("--batch-size", type=int, default=audit_defaults.batch_size)
-    models.add_argument("--max-length", type=int, default=audit_defaults.max_length)
+    models.add_argument(
+        "--batch-size",
+        type=int,
+        default=audit_defaults.batch_size,
+        help="inputs per forward pass (larger on a GPU)",
+    )
+    models.add_argument(
+        "--max-length",
+        type=int,
+        default=audit_defaults.max_length,
+        help="truncate inputs to this many tokens",
+    )
 
     data = parser.add_argument_group("dataset")
     data.add_argument("--dataset", required=True, metavar="FILE", help="JSONL, CSV or TSV file")
     data.add_argument(
         "--format", choices=["jsonl", "csv", "tsv"], help="file format (default: from suffix)"
     )
-    data.add_argument("--text-field", default=dataset_defaults.text_field)
+    data.add_argument(
+        "--text-field", default=dataset_defaults.text_field, help="column of the text"
+    )
     data.add_argument("--text-pair-field", help="second text of sentence-pair tasks")
     data.add_argument(
         "--label-field", default=dataset_defaults.label_field, help="gold label (name or id)"
@@ -401,12 +421,27 @@ def _add_audit_parser(subparsers: Any) -> None:
         default=dataset_defaults.sampling,
         help="with --limit: the first N rows, or a seeded random sample",
     )
-    data.add_argument("--seed", type=int, default=audit_defaults.seed, metavar="S")
+    data.add_argument(
+        "--seed",
+        type=int,
+        default=audit_defaults.seed,
+        metavar="S",
+        help="seed of sampling, bootstrap and explanations",
+    )
 
     calibration = parser.add_argument_group("calibration")
-    calibration.add_argument("--bins", type=int, default=calibration_defaults.n_bins, metavar="M")
     calibration.add_argument(
-        "--binning", choices=["equal_width", "equal_mass"], default=calibration_defaults.binning
+        "--bins",
+        type=int,
+        default=calibration_defaults.n_bins,
+        metavar="M",
+        help="reliability bins",
+    )
+    calibration.add_argument(
+        "--binning",
+        choices=["equal_width", "equal_mass"],
+        default=calibration_defaults.binning,
+        help="equal-width bins ((m-1)/M, m/M], or equal-mass groups",
     )
     calibration.add_argument(
         "--bootstrap",
@@ -430,9 +465,25 @@ def _add_audit_parser(subparsers: Any) -> None:
         metavar="LIST",
         help="comma-separated: lime, shap",
     )
-    explain.add_argument("--lime-samples", type=int, default=explain_defaults.lime_samples)
-    explain.add_argument("--shap-max-evals", type=int, default=explain_defaults.shap_max_evals)
-    explain.add_argument("--top-k", type=int, default=explain_defaults.top_k, metavar="K")
+    explain.add_argument(
+        "--lime-samples",
+        type=int,
+        default=explain_defaults.lime_samples,
+        help="perturbed texts per LIME explanation",
+    )
+    explain.add_argument(
+        "--shap-max-evals",
+        type=int,
+        default=explain_defaults.shap_max_evals,
+        help="model evaluations per SHAP explanation",
+    )
+    explain.add_argument(
+        "--top-k",
+        type=int,
+        default=explain_defaults.top_k,
+        metavar="K",
+        help="size of the top-word sets compared (jaccard@K, ...)",
+    )
 
     output = parser.add_argument_group("gate and output")
     output.add_argument("--gate", metavar="FILE", help="JSON/YAML overrides of gate checks")
