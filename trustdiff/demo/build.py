@@ -30,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     get_linear_schedule_with_warmup,
 )
+from transformers.utils import logging as transformers_logging
 
 from trustdiff.demo.assets import (
     DatasetFiles,
@@ -446,14 +447,21 @@ def build_all(root: Path, settings: DemoSettings, *, force: bool = False) -> dic
             return True
         labels = dataset[0].labels
         seed_everything(settings.seed)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base_model,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            local_files_only=True,
-            dtype=torch.float32,
-        )
+        # The encoder has no classification head yet; transformers' load report says so at
+        # warning level, which here is expected and only clutters the build log.
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                base_model,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)},
+                local_files_only=True,
+                dtype=torch.float32,
+            )
+        finally:
+            transformers_logging.set_verbosity(verbosity)
         tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
         examples = _take(train, settings.reference.train_examples, "reference")
         fine_tune(
