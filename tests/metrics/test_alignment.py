@@ -251,3 +251,17 @@ def test_summary_signed_range_and_edge_cases() -> None:
         summarize_metric([0.1, float("nan")], seed=0)
     with pytest.raises(ValueError, match="outside"):
         summarize_metric([-0.5], seed=0)
+
+
+def test_values_on_a_bin_edge_go_to_the_bin_above() -> None:
+    # Every tenth that agreement@10 takes sits on an edge; float edges used to drop some a bin.
+    summary = summarize_metric([0.3, 0.6, 0.7], n_resamples=0)
+    assert summary.histogram.counts == [0, 0, 0, 1, 0, 0, 1, 1, 0, 0]
+    tenths = [i / 10 for i in range(11)]
+    assert summarize_metric(tenths, n_resamples=0).histogram.counts == [1] * 9 + [2]
+    signed = summarize_metric(
+        [-0.6, -0.2, 0.2, 0.6], n_resamples=0, bins=5, value_range=(-1.0, 1.0)
+    )
+    assert signed.histogram.counts == [0, 1, 1, 1, 1]
+    thirds = summarize_metric([1 / 3, 2 / 3], n_resamples=0, bins=3)
+    assert thirds.histogram.counts == [0, 1, 1]

@@ -195,6 +195,38 @@ def alignment_metrics(
     return {name: function(a, b, top_k=top_k) for name, (function, _) in ALIGNMENT_METRICS.items()}
 
 
+# Bin positions within this many bin widths of an edge count as on it: sums of float
+# attributions land a few ulps off the fractions (3/10, 2/3) that the metrics take.
+_EDGE_TOLERANCE = 1e-9
+
+
+def histogram_counts(
+    values: ArrayLike, *, bins: int, value_range: tuple[float, float]
+) -> NDArray[np.int64]:
+    """Counts of `values` (shape (n,)) in `bins` equal-width bins over `value_range`.
+
+    Bin `m` (0-based) holds `low + m·w <= v < low + (m + 1)·w`, `w = (high − low) / bins`; the
+    last bin also holds `v = high`. The bin index is `floor((v − low) / w)`, computed from the
+    position in bin units snapped to an edge within `_EDGE_TOLERANCE`, so a value exactly on
+    an edge (0.3 with ten bins over [0, 1]) lands in the bin above it; `numpy.histogram`
+    compares against floating-point edges and puts some of them one bin low. Values outside
+    the range raise.
+    """
+    array = np.asarray(values, dtype=np.float64)
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    low, high = value_range
+    if not low < high:
+        raise ValueError(f"value_range must be increasing, got {value_range}")
+    if array.size and (array.min() < low or array.max() > high):
+        raise ValueError(f"values fall outside value_range {value_range}")
+    position = (array - low) * bins / (high - low)
+    nearest_edge = np.round(position)
+    on_edge = np.abs(position - nearest_edge) <= _EDGE_TOLERANCE
+    index = np.clip(np.floor(np.where(on_edge, nearest_edge, position)), 0, bins - 1)
+    return np.bincount(index.astype(np.intp), minlength=bins).astype(np.int64)
+
+
 def summarize_metric(
     values: ArrayLike,
     *,
@@ -207,23 +239,19 @@ def summarize_metric(
     """Mean, median, percentile-bootstrap interval of the mean, and a histogram of `values`.
 
     `values` has shape (n,), one per explained instance. The histogram has `bins` equal-width
-    bins over `value_range` (the last bin includes its upper edge). With no values every
-    statistic is None and the counts are zero; with `n_resamples = 0` the interval is None.
+    bins over `value_range`, counted by `histogram_counts` (a value on an edge goes to the bin
+    above it; the last bin includes its upper edge). With no values every statistic is None
+    and the counts are zero; with `n_resamples = 0` the interval is None.
     """
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1:
         raise ValueError(f"values must be 1-D, got shape {array.shape}")
     if not np.isfinite(array).all():
         raise ValueError("values contain NaN or infinite values")
-    if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
-    low, high = value_range
-    if not low < high:
-        raise ValueError(f"value_range must be increasing, got {value_range}")
-    if array.size and (array.min() < low or array.max() > high):
-        raise ValueError(f"values fall outside value_range {value_range}")
-    counts, edges = np.histogram(array, bins=bins, range=(low, high))
-    histogram = Histogram(edges=edges.tolist(), counts=counts.tolist())
+    counts = histogram_counts(array, bins=bins, value_range=value_range)
+    histogram = Histogram(
+        edges=np.linspace(*value_range, bins + 1).tolist(), counts=counts.tolist()
+    )
     if array.size == 0:
         return MetricSummary(
             mean=None, median=None, ci_low=None, ci_high=None, n=0, histogram=histogram
