@@ -35,6 +35,17 @@ def reference_rank(values: list[float]) -> dict[int, int]:
     return {feature: rank for rank, feature in enumerate(reference_top(values, len(values)))}
 
 
+def reference_average_rank(values: list[float]) -> list[float]:
+    """Rank of |value| (1 = smallest), tied magnitudes sharing the mean of their ranks."""
+    magnitudes = [abs(value) for value in values]
+    ranks = []
+    for magnitude in magnitudes:
+        below = sum(1 for other in magnitudes if other < magnitude)
+        equal = sum(1 for other in magnitudes if other == magnitude)
+        ranks.append(below + (equal + 1) / 2)
+    return ranks
+
+
 def sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
@@ -49,8 +60,7 @@ def reference_metrics(a: list[float], b: list[float], k: int) -> dict[str, float
     pairs = list(itertools.combinations(union, 2))
     same_order = sum(1 for i, j in pairs if (rank_a[i] < rank_a[j]) == (rank_b[i] < rank_b[j]))
     d = len(a)
-    ra = np.array([rank_a[i] for i in range(d)], dtype=float)
-    rb = np.array([rank_b[i] for i in range(d)], dtype=float)
+    ra, rb = reference_average_rank(a), reference_average_rank(b)
     spearman = 1.0 if d == 1 else float(np.corrcoef(ra, rb)[0, 1])
     dot = sum(x * y for x, y in zip(a, b, strict=True))
     norms = (sum(x * x for x in a) ** 0.5) * (sum(y * y for y in b) ** 0.5)
@@ -172,6 +182,30 @@ def test_rank_correlation_is_spearman_without_ties() -> None:
         a, b = rng.normal(size=(2, 15))
         expected = stats.spearmanr(np.abs(a), np.abs(b)).statistic
         assert rank_correlation(a, b) == pytest.approx(expected, abs=1e-12)
+
+
+def test_rank_correlation_averages_tied_ranks_like_scipy() -> None:
+    # Position tie-breaking ranked the two zeros of b apart and gave +0.5: the sign flipped.
+    assert rank_correlation([-0.43, 0.0, 0.0], [0.0, 0.39, 0.0]) == pytest.approx(-0.5)
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        d = int(rng.integers(3, 20))
+        # Few distinct magnitudes (and signs), so most vectors hold ties, some many.
+        a = rng.integers(-3, 4, size=d) * 0.25
+        b = rng.integers(-2, 3, size=d) * 0.5
+        if np.ptp(np.abs(a)) == 0 or np.ptp(np.abs(b)) == 0:
+            continue
+        expected = stats.spearmanr(np.abs(a), np.abs(b)).statistic
+        assert rank_correlation(a, b) == pytest.approx(expected, abs=1e-12)
+
+
+def test_rank_correlation_of_constant_magnitudes() -> None:
+    # scipy gives NaN here; ours is defined: all-tied against all-tied is the same ranking,
+    # all-tied against a ranking carries no association.
+    assert rank_correlation(np.zeros(4), np.ones(4)) == 1.0
+    assert rank_correlation([1.0, -1.0, 1.0], [0.5, 0.5, -0.5]) == 1.0
+    assert rank_correlation(np.zeros(4), [0.1, 0.2, 0.3, 0.4]) == 0.0
+    assert rank_correlation([0.4, 0.3, 0.2, 0.1], -np.ones(4)) == 0.0
 
 
 # --- invariances, validation --------------------------------------------------------------

@@ -109,19 +109,43 @@ def signed_rank_agreement(
     return float(np.mean(same))
 
 
+def _average_ranks(values: FloatVector) -> FloatVector:
+    """Rank of each value in ascending order (1 = smallest); tied values share their mean rank."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    # Positions in the sorted order where a run of equal values starts, plus the end.
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1], True])
+    run_lengths = np.diff(starts)
+    mean_ranks = starts[:-1] + (run_lengths + 1) / 2.0
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.repeat(mean_ranks, run_lengths)
+    return ranks
+
+
 def rank_correlation(attributions_a: ArrayLike, attributions_b: ArrayLike) -> float:
     """Spearman correlation of |attribution| over all d features, in [−1, 1].
 
-    Ranks break ties by position (as everywhere in alignment), so every ranking is a
-    permutation and `ρ = 1 − 6 Σ (r_a − r_b)² / (d (d² − 1))`; this keeps the value defined for
-    constant vectors. With one feature (d = 1) both rankings are trivially equal: 1.0.
+    The Pearson correlation of the two rank vectors, tied magnitudes sharing their average
+    rank — equal to `scipy.stats.spearmanr(|a|, |b|)` wherever that is defined. (Breaking ties
+    by position instead, as the top-k metrics do, can flip the sign when many attributions are
+    exactly 0.) When a vector's magnitudes are all equal its ranks are constant and Pearson is
+    0/0, where scipy returns NaN; we define: both constant (this includes d = 1) → 1.0, the same
+    ranking; one constant → 0.0, no association.
     """
     a, b = _validated_pair(attributions_a, attributions_b)
-    d = a.size
-    if d == 1:
+    ranks_a = _average_ranks(np.abs(a))
+    ranks_b = _average_ranks(np.abs(b))
+    centred_a = ranks_a - ranks_a.mean()
+    centred_b = ranks_b - ranks_b.mean()
+    spread_a = float(np.dot(centred_a, centred_a))
+    spread_b = float(np.dot(centred_b, centred_b))
+    if spread_a == 0.0 and spread_b == 0.0:
         return 1.0
-    difference = (_ranks(a) - _ranks(b)).astype(np.float64)
-    return float(1.0 - 6.0 * np.sum(difference**2) / (d * (d * d - 1)))
+    if spread_a == 0.0 or spread_b == 0.0:
+        return 0.0
+    # Rounding can push |ρ| a hair past 1; clip so histograms over [−1, 1] hold every value.
+    correlation = np.dot(centred_a, centred_b) / np.sqrt(spread_a * spread_b)
+    return float(np.clip(correlation, -1.0, 1.0))
 
 
 def pairwise_rank_agreement(
