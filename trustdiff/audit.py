@@ -202,8 +202,8 @@ def summarize_predictions(
         }
         for replicate, sample in enumerate(rows):
             replicates["macro_f1"][replicate] = parity_metrics.macro_f1(
-                y_true[sample], candidate_pred[sample]
-            ) - parity_metrics.macro_f1(y_true[sample], reference_pred[sample])
+                y_true[sample], candidate_pred[sample], n_classes=n_classes
+            ) - parity_metrics.macro_f1(y_true[sample], reference_pred[sample], n_classes=n_classes)
             reference_summary = calibration_summary(
                 y_true[sample],
                 reference_proba[sample],
@@ -230,7 +230,7 @@ def summarize_predictions(
         recall = parity_metrics.per_class_recall(y_true, predicted, n_classes=n_classes)
         return ModelParity(
             accuracy=parity_metrics.accuracy(y_true, predicted),
-            macro_f1=parity_metrics.macro_f1(y_true, predicted),
+            macro_f1=parity_metrics.macro_f1(y_true, predicted, n_classes=n_classes),
             per_class_recall={label: float(recall[index]) for index, label in enumerate(labels)},
         )
 

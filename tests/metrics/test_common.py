@@ -31,7 +31,7 @@ class MetricCase:
 
 METRICS = [
     MetricCase("accuracy", parity.accuracy, ("y_true", "y_pred")),
-    MetricCase("macro_f1", parity.macro_f1, ("y_true", "y_pred")),
+    MetricCase("macro_f1", parity.macro_f1, ("y_true", "y_pred"), {"n_classes": N_CLASSES}),
     MetricCase(
         "per_class_recall",
         parity.per_class_recall,

@@ -44,12 +44,32 @@ def test_accuracy_by_hand() -> None:
 
 def test_macro_f1_by_hand() -> None:
     # class 0: TP 1, FP 1, FN 1 -> 0.5; class 1: TP 2, FP 1, FN 0 -> 0.8; class 2: TP 0 -> 0.
-    assert macro_f1([0, 0, 1, 1, 2], [0, 1, 1, 1, 0]) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    y_true, y_pred = [0, 0, 1, 1, 2], [0, 1, 1, 1, 0]
+    assert macro_f1(y_true, y_pred, n_classes=3) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    # A fourth class of the label space that nothing uses is averaged in as zero_division.
+    assert macro_f1(y_true, y_pred, n_classes=4) == pytest.approx((0.5 + 0.8 + 0.0 + 0.0) / 4)
+    assert macro_f1(y_true, y_pred, n_classes=4, zero_division=1.0) == pytest.approx(
+        (0.5 + 0.8 + 0.0 + 1.0) / 4
+    )
 
 
-def test_macro_f1_ignores_classes_neither_vector_uses() -> None:
-    # Class 1 is absent from both: it must not be averaged in as a zero.
-    assert macro_f1([0, 0, 2, 2], [0, 0, 2, 2]) == 1.0
+def test_macro_f1_averages_over_the_full_label_space() -> None:
+    # Gold labels use classes 0 and 1 of three. The reference wrongly predicts class 2 once,
+    # the candidate never: both must still be averaged over the same three classes, so the
+    # delta compares like with like (it used to be a mean over 3 classes against one over 2).
+    y_true = [0, 0, 1, 1, 1, 0]
+    reference = [0, 2, 1, 1, 1, 0]
+    candidate = [0, 1, 1, 1, 1, 0]
+    for predicted in (reference, candidate):
+        assert macro_f1(y_true, predicted, n_classes=3) == pytest.approx(
+            f1_score(y_true, predicted, labels=[0, 1, 2], average="macro", zero_division=0)
+        )
+    # class 0: TP 2, FP 0, FN 1 -> 0.8; class 1: TP 3, FP 0, FN 0 -> 1; class 2: 0.
+    assert macro_f1(y_true, reference, n_classes=3) == pytest.approx((0.8 + 1.0 + 0.0) / 3)
+    # class 0: TP 2, FN 1 -> 0.8; class 1: TP 3, FP 1 -> 6/7; class 2 unused by all -> 0.
+    assert macro_f1(y_true, candidate, n_classes=3) == pytest.approx((0.8 + 6 / 7 + 0.0) / 3)
+    with pytest.raises(ValueError, match=r"outside 0\.\.1"):
+        macro_f1(y_true, reference, n_classes=2)
 
 
 def test_per_class_recall_by_hand_with_a_class_without_support() -> None:
@@ -128,9 +148,18 @@ def test_against_scikit_learn(seed: int, n_classes: int) -> None:
     reference = np.where(rng.random(200) < 0.7, y_true, rng.integers(0, n_classes, 200))
     candidate = np.where(rng.random(200) < 0.8, reference, rng.integers(0, n_classes, 200))
     assert accuracy(y_true, reference) == pytest.approx(accuracy_score(y_true, reference))
-    assert macro_f1(y_true, reference) == pytest.approx(
-        f1_score(y_true, reference, average="macro")
+    assert macro_f1(y_true, reference, n_classes=n_classes) == pytest.approx(
+        f1_score(y_true, reference, labels=list(range(n_classes)), average="macro")
     )
+    # Classes missing from the gold labels or from one model's predictions.
+    sparse_truth = np.minimum(y_true, n_classes - 2) if n_classes > 2 else y_true
+    sparse_pred = np.where(reference == 0, 1 % n_classes, reference)
+    for truth, predicted in ((sparse_truth, reference), (y_true, sparse_pred)):
+        assert macro_f1(truth, predicted, n_classes=n_classes) == pytest.approx(
+            f1_score(
+                truth, predicted, labels=list(range(n_classes)), average="macro", zero_division=0
+            )
+        )
     np.testing.assert_allclose(
         per_class_recall(y_true, reference, n_classes=n_classes),
         recall_score(

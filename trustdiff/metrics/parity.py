@@ -21,22 +21,32 @@ def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     return float(np.mean(truth == predicted))
 
 
-def macro_f1(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    """Unweighted mean over classes of `F1_k = 2·TP_k / (2·TP_k + FP_k + FN_k)`.
+def macro_f1(
+    y_true: ArrayLike, y_pred: ArrayLike, *, n_classes: int, zero_division: float = 0.0
+) -> float:
+    """Unweighted mean over the K classes of `F1_k = 2·TP_k / (2·TP_k + FP_k + FN_k)`.
 
-    `y_true`, `y_pred`: integer class ids, shape (n,). The mean runs over the classes present
-    in `y_true` or `y_pred` (scikit-learn's default), so every averaged class has a nonzero
-    denominator and a class that neither the data nor the model uses does not count as 0.
+    `y_true`, `y_pred`: integer class ids in `[0, n_classes)`, shape (n,). The mean runs over
+    the full label space, every class `0..n_classes−1` (scikit-learn's `f1_score(...,
+    labels=range(K), average="macro")`), so two models are always averaged over the same
+    classes: a class one model never predicts cannot change what is averaged. A class with
+    neither a true nor a predicted instance has no F1 (0/0); it counts as `zero_division`
+    (0.0, as in scikit-learn).
     """
-    truth = check_class_labels(y_true, name="y_true")
-    predicted = check_class_labels(y_pred, name="y_pred")
+    if n_classes < 1:
+        raise ValueError(f"n_classes must be >= 1, got {n_classes}")
+    truth = check_class_labels(y_true, name="y_true", n_classes=n_classes)
+    predicted = check_class_labels(y_pred, name="y_pred", n_classes=n_classes)
     check_same_length(y_true=truth, y_pred=predicted)
-    size = int(max(truth.max(), predicted.max())) + 1
-    true_positive = np.bincount(truth[truth == predicted], minlength=size)
+    true_positive = np.bincount(truth[truth == predicted], minlength=n_classes)
     # 2·TP + FP + FN is the number of predictions plus the number of true instances.
-    denominator = np.bincount(predicted, minlength=size) + np.bincount(truth, minlength=size)
-    present = denominator > 0
-    return float(np.mean(2 * true_positive[present] / denominator[present]))
+    denominator = np.bincount(predicted, minlength=n_classes) + np.bincount(
+        truth, minlength=n_classes
+    )
+    f1 = np.full(n_classes, float(zero_division))
+    used = denominator > 0
+    f1[used] = 2 * true_positive[used] / denominator[used]
+    return float(np.mean(f1))
 
 
 def per_class_recall(
