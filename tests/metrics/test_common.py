@@ -1,4 +1,4 @@
-"""One invariance suite over every parity and calibration metric (as scikit-learn's test_common)."""
+"""One invariance suite over every array metric (as scikit-learn's test_common)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from trustdiff.metrics import calibration, parity
+from trustdiff.metrics import (
+    calibration,
+    divergence,
+    exemplars,
+    flips,
+    parity,
+    slices,
+    smooth_calibration,
+)
 
 LABEL_ARGUMENTS = ("y_true", "y_pred", "reference_pred", "candidate_pred")
 PROBABILITY_ARGUMENTS = ("y_proba", "reference_proba", "candidate_proba")
@@ -18,15 +26,28 @@ N_CLASSES = 3
 
 @dataclass(frozen=True)
 class MetricCase:
-    """A metric function, the sample arrays it takes (in order) and its options."""
+    """A metric function, the sample arrays it takes (in order) and its options.
+
+    `per_instance`: the result has one entry per sample, so reordering the samples reorders
+    the result the same way (equivariance) rather than leaving it unchanged.
+    """
 
     name: str
     function: Callable[..., Any]
     arguments: tuple[str, ...]
     options: dict[str, Any] = field(default_factory=dict)
+    per_instance: bool = False
 
     def __call__(self, arrays: dict[str, Any]) -> Any:
         return self.function(*(arrays[name] for name in self.arguments), **self.options)
+
+
+def _slice_of_every_row(y_true: Any, reference_proba: Any, candidate_proba: Any) -> Any:
+    """`slice_metrics` over all rows, so that reordering the samples must not matter."""
+    rows = np.arange(len(y_true))
+    return slices.slice_metrics(
+        y_true, reference_proba, candidate_proba, rows=rows, column="all", value="all"
+    )
 
 
 METRICS = [
@@ -86,6 +107,46 @@ METRICS = [
         "negative_log_likelihood", calibration.negative_log_likelihood, ("y_true", "y_proba")
     ),
     MetricCase("calibration_summary", calibration.calibration_summary, ("y_true", "y_proba")),
+    MetricCase("flip_rates", flips.flip_rates, ("y_true", "reference_pred", "candidate_pred")),
+    MetricCase(
+        "kl_divergence_per_instance",
+        divergence.kl_divergence_per_instance,
+        ("reference_proba", "candidate_proba"),
+        per_instance=True,
+    ),
+    MetricCase(
+        "jensen_shannon_distance_per_instance",
+        divergence.jensen_shannon_distance_per_instance,
+        ("reference_proba", "candidate_proba"),
+        per_instance=True,
+    ),
+    MetricCase(
+        "probability_shift",
+        exemplars.probability_shift,
+        ("reference_proba", "candidate_proba"),
+        per_instance=True,
+    ),
+    MetricCase(
+        "smooth_expected_calibration_error",
+        smooth_calibration.smooth_expected_calibration_error,
+        ("y_true", "y_proba"),
+    ),
+    MetricCase(
+        "smooth_expected_calibration_error_fixed_bandwidth",
+        smooth_calibration.smooth_expected_calibration_error,
+        ("y_true", "y_proba"),
+        {"bandwidth": 0.05},
+    ),
+    MetricCase(
+        "smooth_reliability_curve",
+        smooth_calibration.smooth_reliability_curve,
+        ("y_true", "y_proba"),
+    ),
+    MetricCase(
+        "slice_metrics_of_every_row",
+        _slice_of_every_row,
+        ("y_true", "reference_proba", "candidate_proba"),
+    ),
 ]
 
 
@@ -119,6 +180,8 @@ def _assert_same(first: Any, second: Any) -> None:
         for key in first:
             if first[key] is None or second[key] is None:  # an empty bin's statistics
                 assert first[key] is second[key]
+            elif isinstance(first[key], str):
+                assert first[key] == second[key]
             else:
                 np.testing.assert_allclose(first[key], second[key], rtol=1e-12, atol=1e-12)
     else:
@@ -134,7 +197,10 @@ def test_sample_order_invariance(metric: MetricCase) -> None:
     arrays = _sample()
     permutation = np.random.default_rng(1).permutation(len(arrays["y_true"]))
     shuffled = {name: value[permutation] for name, value in arrays.items()}
-    _assert_same(metric(arrays), metric(shuffled))
+    expected = metric(arrays)
+    if metric.per_instance:
+        expected = expected[permutation]
+    _assert_same(expected, metric(shuffled))
 
 
 def test_reliability_bins_are_sample_order_invariant() -> None:

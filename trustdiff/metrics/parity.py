@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trustdiff.metrics._checks import check_class_labels, check_probabilities, check_same_length
+from trustdiff.metrics._checks import check_class_labels, check_same_length
+from trustdiff.metrics.divergence import jensen_shannon_distance_per_instance
 
 
 def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
@@ -175,24 +176,10 @@ def probability_loyalty_per_instance(
 
     `JSD₂(p, q) = ½ KL₂(p ‖ m) + ½ KL₂(q ‖ m)`, `m = (p + q) / 2`, base-2 logarithms (so JSD
     lies in [0, 1]) and `0 · log 0 = 0`. Its square root is scipy's
-    `jensenshannon(p, q, base=2)`. 1 means identical distributions, 0 disjoint supports.
+    `jensenshannon(p, q, base=2)` (`jensen_shannon_distance_per_instance`). 1 means identical
+    distributions, 0 disjoint supports.
     """
-    reference = check_probabilities(reference_proba, name="reference_proba")
-    candidate = check_probabilities(candidate_proba, name="candidate_proba")
-    if reference.shape != candidate.shape:
-        raise ValueError(
-            f"reference_proba has shape {reference.shape}, candidate_proba {candidate.shape}"
-        )
-    middle = (reference + candidate) / 2.0
-
-    def kl_to_middle(distribution: NDArray[np.float64]) -> NDArray[np.float64]:
-        positive = distribution > 0
-        ratio = np.divide(distribution, middle, out=np.ones_like(distribution), where=positive)
-        return np.sum(np.where(positive, distribution * np.log2(ratio), 0.0), axis=1)
-
-    divergence = 0.5 * kl_to_middle(reference) + 0.5 * kl_to_middle(candidate)
-    # Rounding can leave a tiny negative divergence for identical rows; sqrt would give NaN.
-    return 1.0 - np.sqrt(np.clip(divergence, 0.0, 1.0))
+    return 1.0 - jensen_shannon_distance_per_instance(reference_proba, candidate_proba)
 
 
 def probability_loyalty(reference_proba: ArrayLike, candidate_proba: ArrayLike) -> float:

@@ -1,0 +1,63 @@
+"""Directional flips: how often the candidate breaks, or fixes, what the reference got right."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from trustdiff.metrics._checks import check_class_labels, check_same_length
+
+
+@dataclass(frozen=True)
+class FlipRates:
+    """`negative`: reference right → candidate wrong; `positive`: reference wrong → candidate
+    right; both as fractions of all n instances (not of the discordant ones)."""
+
+    negative: float
+    positive: float
+
+
+def flip_rates(
+    y_true: ArrayLike, reference_pred: ArrayLike, candidate_pred: ArrayLike
+) -> FlipRates:
+    """Negative and positive flip rates over all instances (Yan et al. 2021, "Positive-congruent
+    training"; Dutta et al. 2024, "Accuracy is not all you need").
+
+    All arguments: integer class ids, shape (n,).
+    `negative = 1/n Σ_i 1[ŷ_ref,i = y_i ∧ ŷ_cand,i ≠ y_i]`,
+    `positive = 1/n Σ_i 1[ŷ_ref,i ≠ y_i ∧ ŷ_cand,i = y_i]`. An instance both models get wrong
+    is never a flip, even when the two wrong classes differ. `positive − negative` equals the
+    accuracy delta `acc(cand) − acc(ref)`.
+    """
+    truth = check_class_labels(y_true, name="y_true")
+    reference = check_class_labels(reference_pred, name="reference_pred")
+    candidate = check_class_labels(candidate_pred, name="candidate_pred")
+    check_same_length(y_true=truth, reference_pred=reference, candidate_pred=candidate)
+    reference_right = reference == truth
+    candidate_right = candidate == truth
+    return FlipRates(
+        negative=float(np.mean(reference_right & ~candidate_right)),
+        positive=float(np.mean(~reference_right & candidate_right)),
+    )
+
+
+def negative_flip_rate(
+    y_true: ArrayLike, reference_pred: ArrayLike, candidate_pred: ArrayLike
+) -> float:
+    """Fraction of all instances the reference gets right and the candidate gets wrong.
+
+    Shapes and rules as `flip_rates`; in [0, 1].
+    """
+    return flip_rates(y_true, reference_pred, candidate_pred).negative
+
+
+def positive_flip_rate(
+    y_true: ArrayLike, reference_pred: ArrayLike, candidate_pred: ArrayLike
+) -> float:
+    """Fraction of all instances the reference gets wrong and the candidate gets right.
+
+    Shapes and rules as `flip_rates`; in [0, 1].
+    """
+    return flip_rates(y_true, reference_pred, candidate_pred).positive
