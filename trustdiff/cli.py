@@ -9,6 +9,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +27,7 @@ from trustdiff.config import (
     GateSettings,
 )
 from trustdiff.errors import ConfigError, TrustdiffError
+from trustdiff.formatting import TERMINAL, format_interval, format_number
 from trustdiff.result import AuditResult, GateCheck, dump_result, result_json_schema
 
 EXIT_PASSED = 0
@@ -205,16 +207,9 @@ class StageProgress:
             self._bar = None
 
 
-def _number(value: float | None, digits: int = 4, *, signed: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _interval_text(low: float | None, high: float | None) -> str:
-    if low is None or high is None:
-        return "-"
-    return f"[{low:.4f}, {high:.4f}]"
+# The summary goes to any terminal: the shared number rules, in ASCII with four decimals.
+_number = partial(format_number, style=TERMINAL)
+_interval_text = partial(format_interval, style=TERMINAL)
 
 
 def _check_row(check: GateCheck) -> list[str]:

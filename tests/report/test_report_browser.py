@@ -90,3 +90,32 @@ def test_real_audit_report_in_chromium(
     word = "PASSED" if tiny_audit_result.gate.passed else "FAILED"
     _assert_rendered(browser, report, urls, word, tmp_path)
     assert browser.execute_script("return window.__alerts") == []
+
+
+def _with_means(lime: tuple[float, float], shap: tuple[float, float]) -> AuditResult:
+    """The hand-built result with given (between-model, noise floor) Jaccard@k means."""
+    document = build_audit_result(passed=False).model_dump()
+    for method, (between, floor) in (("lime", lime), ("shap", shap)):
+        document["alignment"][method]["jaccard_at_k"]["mean"] = between
+        document["alignment"][method]["noise_floor"]["jaccard_at_k"]["mean"] = floor
+    return AuditResult.model_validate(document)
+
+
+def test_mean_labels_neither_collide_nor_clip_as_rendered(browser: Any, tmp_path: Path) -> None:
+    # Close means with the floor below the models' (labels used to overlap), and a floor at
+    # 0.99 (its label used to run past the plot's right edge).
+    _open(browser, _with_means(lime=(0.74, 0.70), shap=(0.71, 0.99)), tmp_path)
+    boxes = browser.execute_script(
+        "return [...document.querySelectorAll('svg.plot')]"
+        "  .filter(svg => svg.getAttribute('aria-label').includes('Jaccard'))"
+        "  .map(svg => [svg.viewBox.baseVal.width, [...svg.querySelectorAll('text')]"
+        "    .filter(t => /^(mean|floor) /.test(t.textContent))"
+        "    .map(t => { const b = t.getBBox(); return [t.textContent, b.x, b.x + b.width]; })])"
+    )
+    assert len(boxes) == 2
+    for width, labels in boxes:
+        assert sorted(label for label, _, _ in labels)[0].startswith("floor"), labels
+        assert len(labels) == 2, labels
+        (_, _, first_right), (_, second_left, _) = sorted(labels, key=lambda label: label[1])
+        assert first_right < second_left, labels
+        assert all(left >= 0 and right <= width for _, left, right in labels), labels
