@@ -42,10 +42,10 @@ test: lint typecheck pytest
 
 # Builds the demo models once (cached under demo-assets/), then audits each candidate over HTTP.
 demo-build: install
-	$(PY) -m trustdiff.demo.build
+	$(PY) -m demo.build
 
 demo: demo-build
-	$(PY) -m trustdiff.demo.run
+	$(PY) -m demo.run
 
 bench: install
 	$(PY) bench/bench_explain.py

@@ -60,10 +60,10 @@ def load_texts() -> list[str]:
     if not DEMO_EVAL.exists():
         raise SystemExit(
             f"bench needs the demo dataset {DEMO_EVAL.relative_to(ROOT)}; build it first with "
-            "`.venv/bin/python -m trustdiff.demo.build` (or `make demo`), then rerun `make bench`"
+            "`.venv/bin/python -m demo.build` (or `make demo`), then rerun `make bench`"
         )
     try:
-        from trustdiff.demo.assets import read_jsonl
+        from demo.assets import read_jsonl
 
         return [example.text for example in read_jsonl(DEMO_EVAL)]
     except ImportError:

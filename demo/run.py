@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from trustdiff.demo.build import RunSettings, default_root, load_settings
+from demo.settings import CandidateSettings, RunSettings, default_root, load_settings
 
 
 def _free_port() -> int:
@@ -190,11 +190,79 @@ def failing_checks(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def upload_dataset(client: httpx.Client, eval_file: Path) -> str:
+    """Upload the evaluation split; return its dataset id."""
+    with eval_file.open("rb") as handle:
+        response = client.post(
+            "/v1/datasets", files={"file": ("eval.jsonl", handle, "application/jsonl")}
+        )
+    _raise_for_problem(response)
+    dataset = response.json()
+    print(f"uploaded eval split: {dataset['id']} ({dataset.get('rows')} rows)", file=sys.stderr)
+    return str(dataset["id"])
+
+
+def audit_body(
+    settings: RunSettings, candidate: CandidateSettings, dataset_id: str
+) -> dict[str, Any]:
+    """The POST /v1/audits body for one candidate: the shared `audit` section plus the models."""
+    body: dict[str, Any] = json.loads(json.dumps(settings.audit))
+    body["reference"] = {"path": settings.reference}
+    body["candidate"] = {"path": candidate.path}
+    if candidate.transform:
+        body["candidate"]["transform"] = candidate.transform
+    body["dataset"] = {**body.get("dataset", {}), "id": dataset_id}
+    return body
+
+
+def submit_audits(client: httpx.Client, settings: RunSettings, dataset_id: str) -> dict[str, str]:
+    """Submit one audit per candidate; return the audit id by candidate name."""
+    submitted: dict[str, str] = {}
+    for candidate in settings.candidates:
+        response = client.post("/v1/audits", json=audit_body(settings, candidate, dataset_id))
+        _raise_for_problem(response)
+        submitted[candidate.name] = response.json()["id"]
+        print(f"submitted {candidate.name}: {response.headers.get('Location')}", file=sys.stderr)
+    return submitted
+
+
+def collect_results(
+    client: httpx.Client, submitted: dict[str, str], out_dir: Path
+) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+    """Wait for each audit, save its result and report; return (name, result) rows and
+    whether any audit did not succeed."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+    any_failed = False
+    for name, audit_id in submitted.items():
+        audit = poll_until_finished(client, audit_id, name)
+        if audit["status"] != "succeeded":
+            print(f"  {name}: {audit['status']}: {audit.get('error')}", file=sys.stderr)
+            any_failed = True
+            continue
+        result = client.get(f"/v1/audits/{audit_id}/result").json()
+        (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
+        report = client.get(f"/v1/audits/{audit_id}/report")
+        if report.status_code == 200:
+            (out_dir / f"{name}.html").write_text(report.text, encoding="utf-8")
+        rows.append((name, result))
+    return rows, any_failed
+
+
+def summary_text(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """The verdict table, then one line per candidate: can ship, or which checks block it."""
+    lines = [format_table([summary_row(name, result) for name, result in rows]), ""]
+    for name, result in rows:
+        failures = failing_checks(result)
+        verdict = "can ship" if not failures else "blocked by " + "; ".join(failures)
+        lines.append(f"{name}: {verdict}")
+    return "\n".join(lines)
+
+
 def run_demo(root: Path, out_dir: Path, settings: RunSettings) -> int:
     model_root, data_root = root / "models", root / "data"
     eval_file = data_root / "eval.jsonl"
     if not eval_file.exists():
-        raise SystemExit(f"error: {eval_file} is missing; run `python -m trustdiff.demo.build`")
+        raise SystemExit(f"error: {eval_file} is missing; run `python -m demo.build`")
     out_dir.mkdir(parents=True, exist_ok=True)
     service = DemoService(state_dir=out_dir / "state", model_root=model_root, data_root=data_root)
     print(f"starting trustdiff serve (embedded default) on {service.base_url}", file=sys.stderr)
@@ -204,54 +272,11 @@ def run_demo(root: Path, out_dir: Path, settings: RunSettings) -> int:
         api_key = service.trustdiff("keys", "create", "--tenant", "demo").strip()
         headers = {"Authorization": f"Bearer {api_key}"}
         with httpx.Client(base_url=service.base_url, headers=headers, timeout=60) as client:
-            with eval_file.open("rb") as handle:
-                response = client.post(
-                    "/v1/datasets", files={"file": ("eval.jsonl", handle, "application/jsonl")}
-                )
-            _raise_for_problem(response)
-            dataset = response.json()
-            print(
-                f"uploaded eval split: {dataset['id']} ({dataset.get('rows')} rows)",
-                file=sys.stderr,
-            )
-            submitted: dict[str, str] = {}
-            for candidate in settings.candidates:
-                body = json.loads(json.dumps(settings.audit))
-                body["reference"] = {"path": settings.reference}
-                body["candidate"] = {"path": candidate.path}
-                if candidate.transform:
-                    body["candidate"]["transform"] = candidate.transform
-                body["dataset"] = {**body.get("dataset", {}), "id": dataset["id"]}
-                response = client.post("/v1/audits", json=body)
-                _raise_for_problem(response)
-                submitted[candidate.name] = response.json()["id"]
-                print(
-                    f"submitted {candidate.name}: {response.headers.get('Location')}",
-                    file=sys.stderr,
-                )
-            rows = []
-            any_failed = False
-            for name, audit_id in submitted.items():
-                audit = poll_until_finished(client, audit_id, name)
-                if audit["status"] != "succeeded":
-                    print(f"  {name}: {audit['status']}: {audit.get('error')}", file=sys.stderr)
-                    any_failed = True
-                    continue
-                result = client.get(f"/v1/audits/{audit_id}/result").json()
-                (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
-                report = client.get(f"/v1/audits/{audit_id}/report")
-                if report.status_code == 200:
-                    (out_dir / f"{name}.html").write_text(report.text, encoding="utf-8")
-                rows.append((name, result))
+            submitted = submit_audits(client, settings, upload_dataset(client, eval_file))
+            rows, any_failed = collect_results(client, submitted, out_dir)
     finally:
         service.stop()
-    table = format_table([summary_row(name, result) for name, result in rows])
-    lines = [table, ""]
-    for name, result in rows:
-        failures = failing_checks(result)
-        verdict = "can ship" if not failures else "blocked by " + "; ".join(failures)
-        lines.append(f"{name}: {verdict}")
-    text = "\n".join(lines)
+    text = summary_text(rows)
     (out_dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
     print()
     print(text)
@@ -261,10 +286,10 @@ def run_demo(root: Path, out_dir: Path, settings: RunSettings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m trustdiff.demo.run",
+        prog="python -m demo.run",
         description="Audit the demo's compressed candidates against the reference over HTTP, "
         "on `trustdiff serve`'s embedded default, and print a side-by-side verdict table. "
-        "Build the assets first with `python -m trustdiff.demo.build` (`make demo` does both).",
+        "Build the assets first with `python -m demo.build` (`make demo` does both).",
     )
     parser.add_argument(
         "--root",
@@ -282,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--settings",
         type=Path,
         default=None,
-        help="demo settings file, its `run:` section (default: the packaged settings.yaml)",
+        help="demo settings file, its `run:` section (default: demo/settings.yaml)",
     )
     args = parser.parse_args(argv)
     return run_demo(args.root, args.out, load_settings(args.settings).run)
