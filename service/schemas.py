@@ -8,8 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, HttpUrl, Tag
 
-from trustdiff.config import CalibrationSettings, CheckpointSpec, DatasetSpec, ExplainSettings
-from trustdiff.config import GateSettings as GateThresholds
+from trustdiff.config import AuditOptions, DatasetSpec, RowLimit, RowSampling
 
 
 class _Input(BaseModel):
@@ -20,8 +19,8 @@ class UploadedDatasetRef(_Input):
     """A dataset uploaded with `POST /v1/datasets`; its field mapping is the upload's."""
 
     id: uuid.UUID
-    limit: int | None = Field(default=None, ge=1, description="Use at most this many rows.")
-    sampling: Literal["head", "random"] = "head"
+    limit: RowLimit = None
+    sampling: RowSampling = "head"
 
 
 def _dataset_kind(value: Any) -> str:
@@ -36,27 +35,18 @@ DatasetRef = Annotated[
 ]
 
 
-class AuditCreate(_Input):
+class AuditCreate(AuditOptions[DatasetRef]):
     """An audit request: everything but the checkpoints and the dataset has a default.
 
     Paths are relative to the service's model root and data root and may not leave them.
     """
 
-    reference: CheckpointSpec
-    candidate: CheckpointSpec
+    # The options and their limits are the engine's (`AuditOptions`); the device is the
+    # worker's to choose, so only the dataset reference and the callback are the API's own.
+
     dataset: DatasetRef = Field(
         description='`{"path": ...}` under the data root, or `{"id": ...}` of an upload.'
     )
-    label_mapping: dict[str, str] | None = Field(
-        default=None,
-        description="Candidate label name -> reference label name, when the label sets differ.",
-    )
-    calibration: CalibrationSettings = CalibrationSettings()
-    explain: ExplainSettings = ExplainSettings()
-    gate: GateThresholds = GateThresholds()
-    seed: int = Field(default=0, ge=0)
-    batch_size: int = Field(default=64, ge=1, le=8192)
-    max_length: int = Field(default=256, ge=8, le=4096)
     callback_url: HttpUrl | None = Field(
         default=None,
         description="Receives a signed POST with the final status and gate when the audit ends.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -21,13 +22,19 @@ from trustdiff.checkpoints import (
     fingerprint_checkpoint,
     inspect_checkpoint,
 )
-from trustdiff.config import AuditConfig, CalibrationSettings
+from trustdiff.config import AuditConfig, CalibrationSettings, CheckpointSpec
 from trustdiff.datasets import Dataset, read_dataset
 from trustdiff.errors import AuditCancelledError, ConfigError
 from trustdiff.gate import evaluate_gate
 from trustdiff.metrics import parity as parity_metrics
-from trustdiff.metrics.bootstrap import bootstrap_indices, percentile_interval
-from trustdiff.metrics.calibration import BINNINGS, calibration_summary, reliability_bins
+from trustdiff.metrics.bootstrap import paired_bootstrap_replicates, percentile_interval
+from trustdiff.metrics.calibration import (
+    BINNINGS,
+    Binning,
+    CalibrationSummary,
+    calibration_summary,
+    reliability_bins,
+)
 from trustdiff.paths import resolve_under_root
 from trustdiff.result import (
     AuditResult,
@@ -47,7 +54,8 @@ from trustdiff.result import (
 )
 
 if TYPE_CHECKING:
-    from trustdiff.inference import ModelRunner
+    from trustdiff.datasets import TextInput
+    from trustdiff.inference import BatchingEvaluator, ModelRunner
 
 ProgressCallback = Callable[[str, int, int], None]
 STAGES = ("validate", "load", "predict", "metrics", "explain", "gate")
@@ -86,8 +94,15 @@ class ValidatedAudit:
     dataset: Dataset
 
 
+def _optional_path(path: str | os.PathLike[str] | None) -> Path | None:
+    return None if path is None else Path(path)
+
+
 def validate_audit(
-    config: AuditConfig, *, model_root: Path | None, data_root: Path | None
+    config: AuditConfig,
+    *,
+    model_root: str | os.PathLike[str] | None = None,
+    data_root: str | os.PathLike[str] | None = None,
 ) -> ValidatedAudit:
     """Every check that needs no model, in the order a user fixes them; fast and torch-free.
 
@@ -98,13 +113,10 @@ def validate_audit(
         raise ConfigError(
             f"invalid device {config.device!r}: use auto, cpu, cuda, cuda:N, mps or xpu"
         )
-    reference_path = resolve_under_root(
-        config.reference.path, model_root, what="reference checkpoint"
-    )
-    candidate_path = resolve_under_root(
-        config.candidate.path, model_root, what="candidate checkpoint"
-    )
-    dataset_path = resolve_under_root(config.dataset.path, data_root, what="dataset")
+    models, data = _optional_path(model_root), _optional_path(data_root)
+    reference_path = resolve_under_root(config.reference.path, models, what="reference checkpoint")
+    candidate_path = resolve_under_root(config.candidate.path, models, what="candidate checkpoint")
+    dataset_path = resolve_under_root(config.dataset.path, data, what="dataset")
     reference = inspect_checkpoint(reference_path)
     candidate = inspect_checkpoint(candidate_path)
     column_order = align_label_spaces(reference.labels, candidate.labels, config.label_mapping)
@@ -132,29 +144,36 @@ def _interval(value: float, replicates: NDArray[np.float64] | None, level: float
     return Interval(value=value, ci_low=low, ci_high=high)
 
 
+def _reliability(
+    y_true: NDArray[np.intp], proba: NDArray[np.float64], *, n_bins: int, binning: Binning
+) -> tuple[CalibrationSummary, BinnedCalibration]:
+    """One binning's scalar metrics and its reliability diagram."""
+    summary = calibration_summary(y_true, proba, n_bins=n_bins, binning=binning)
+    bins = [
+        ReliabilityBin(
+            lower=stats.lower,
+            upper=stats.upper,
+            count=stats.count,
+            mean_confidence=stats.mean_confidence,
+            accuracy=stats.accuracy,
+        )
+        for stats in reliability_bins(y_true, proba, n_bins=n_bins, binning=binning)
+    ]
+    binned = BinnedCalibration(
+        binning=binning, n_bins=n_bins, ece=summary.ece, mce=summary.mce, bins=bins
+    )
+    return summary, binned
+
+
 def _model_calibration(
     y_true: NDArray[np.intp], proba: NDArray[np.float64], settings: CalibrationSettings
 ) -> ModelCalibration:
-    summary = calibration_summary(y_true, proba, n_bins=settings.n_bins, binning=settings.binning)
-    reliability = []
-    for binning in BINNINGS:
-        bins = [
-            ReliabilityBin(
-                lower=stats.lower,
-                upper=stats.upper,
-                count=stats.count,
-                mean_confidence=stats.mean_confidence,
-                accuracy=stats.accuracy,
-            )
-            for stats in reliability_bins(y_true, proba, n_bins=settings.n_bins, binning=binning)
-        ]
-        binned = calibration_summary(y_true, proba, n_bins=settings.n_bins, binning=binning)
-        reliability.append(
-            BinnedCalibration(
-                binning=binning, n_bins=settings.n_bins, ece=binned.ece, mce=binned.mce, bins=bins
-            )
-        )
-    configured = next(item for item in reliability if item.binning == settings.binning)
+    """One model's calibration: every binning summarised once, the configured one reported."""
+    by_binning = {
+        binning: _reliability(y_true, proba, n_bins=settings.n_bins, binning=binning)
+        for binning in BINNINGS
+    }
+    summary, configured = by_binning[settings.binning]
     return ModelCalibration(
         ece=summary.ece,
         mce=summary.mce,
@@ -162,7 +181,111 @@ def _model_calibration(
         brier=summary.brier,
         nll=summary.nll,
         bins=configured.bins,
-        reliability=reliability,
+        reliability=[binned for _, binned in by_binning.values()],
+    )
+
+
+@dataclass(frozen=True)
+class _Predictions:
+    """Gold labels (n,), both models' probabilities (n, K) and their predicted classes (n,)."""
+
+    y_true: NDArray[np.intp]
+    reference_proba: NDArray[np.float64]
+    candidate_proba: NDArray[np.float64]
+
+    @property
+    def reference_pred(self) -> NDArray[np.intp]:
+        return self.reference_proba.argmax(axis=1)
+
+    @property
+    def candidate_pred(self) -> NDArray[np.intp]:
+        return self.candidate_proba.argmax(axis=1)
+
+
+def _replicate_statistics(
+    predictions: _Predictions, settings: CalibrationSettings
+) -> Callable[[NDArray[np.intp]], dict[str, float]]:
+    """The paired statistics of one bootstrap resample: candidate − reference for accuracy,
+    macro-F1 and every calibration metric, and the agreement itself."""
+    y_true, n_classes = predictions.y_true, predictions.reference_proba.shape[1]
+    reference_pred, candidate_pred = predictions.reference_pred, predictions.candidate_pred
+
+    def statistics(sample: NDArray[np.intp]) -> dict[str, float]:
+        truth = y_true[sample]
+        values = {
+            "accuracy": float(
+                (candidate_pred[sample] == truth).mean() - (reference_pred[sample] == truth).mean()
+            ),
+            "agreement": float((reference_pred == candidate_pred)[sample].mean()),
+            "macro_f1": parity_metrics.macro_f1(truth, candidate_pred[sample], n_classes=n_classes)
+            - parity_metrics.macro_f1(truth, reference_pred[sample], n_classes=n_classes),
+        }
+        reference, candidate = (
+            calibration_summary(
+                truth, proba[sample], n_bins=settings.n_bins, binning=settings.binning
+            )
+            for proba in (predictions.reference_proba, predictions.candidate_proba)
+        )
+        for metric in CALIBRATION_DELTA_METRICS:
+            values[metric] = getattr(candidate, metric) - getattr(reference, metric)
+        return values
+
+    return statistics
+
+
+def _parity(
+    predictions: _Predictions, labels: list[str], interval_of: Callable[[str, float], Interval]
+) -> Parity:
+    y_true, n_classes = predictions.y_true, len(labels)
+    reference_pred, candidate_pred = predictions.reference_pred, predictions.candidate_pred
+
+    def model_parity(predicted: NDArray[np.intp]) -> ModelParity:
+        recall = parity_metrics.per_class_recall(y_true, predicted, n_classes=n_classes)
+        return ModelParity(
+            accuracy=parity_metrics.accuracy(y_true, predicted),
+            macro_f1=parity_metrics.macro_f1(y_true, predicted, n_classes=n_classes),
+            per_class_recall={label: float(recall[index]) for index, label in enumerate(labels)},
+        )
+
+    reference, candidate = model_parity(reference_pred), model_parity(candidate_pred)
+    flips = parity_metrics.flip_counts(y_true, reference_pred, candidate_pred)
+    agreement = parity_metrics.agreement(reference_pred, candidate_pred)
+    return Parity(
+        reference=reference,
+        candidate=candidate,
+        accuracy_delta=interval_of("accuracy", candidate.accuracy - reference.accuracy),
+        macro_f1_delta=interval_of("macro_f1", candidate.macro_f1 - reference.macro_f1),
+        agreement=agreement,
+        agreement_interval=interval_of("agreement", agreement),
+        fixed=flips.fixed,
+        broken=flips.broken,
+        mcnemar_p=parity_metrics.mcnemar_exact_p_value(flips.fixed, flips.broken),
+        kappa=parity_metrics.cohen_kappa(reference_pred, candidate_pred),
+        probability_loyalty=parity_metrics.probability_loyalty(
+            predictions.reference_proba, predictions.candidate_proba
+        ),
+        disagreement_matrix=parity_metrics.disagreement_matrix(
+            reference_pred, candidate_pred, n_classes=n_classes
+        ).tolist(),
+    )
+
+
+def _calibration(
+    predictions: _Predictions,
+    settings: CalibrationSettings,
+    interval_of: Callable[[str, float], Interval],
+) -> Calibration:
+    reference = _model_calibration(predictions.y_true, predictions.reference_proba, settings)
+    candidate = _model_calibration(predictions.y_true, predictions.candidate_proba, settings)
+    return Calibration(
+        binning=settings.binning,
+        n_bins=settings.n_bins,
+        reference=reference,
+        candidate=candidate,
+        delta={
+            metric: interval_of(metric, getattr(candidate, metric) - getattr(reference, metric))
+            for metric in CALIBRATION_DELTA_METRICS
+        },
     )
 
 
@@ -182,95 +305,21 @@ def summarize_predictions(
     both models, and every metric, on the same resampled rows. With `n_bootstrap = 0` the
     intervals are omitted.
     """
-    n_classes = len(labels)
-    reference_pred = reference_proba.argmax(axis=1)
-    candidate_pred = candidate_proba.argmax(axis=1)
-    flips = parity_metrics.flip_counts(y_true, reference_pred, candidate_pred)
-    reference_calibration = _model_calibration(y_true, reference_proba, settings)
-    candidate_calibration = _model_calibration(y_true, candidate_proba, settings)
-
-    replicates: dict[str, NDArray[np.float64]] | None = None
+    predictions = _Predictions(y_true, reference_proba, candidate_proba)
+    replicates: dict[str, NDArray[np.float64]] = {}
     if settings.n_bootstrap > 0:
-        rows = bootstrap_indices(y_true.size, n_resamples=settings.n_bootstrap, seed=seed)
-        reference_correct = (reference_pred == y_true)[rows]
-        candidate_correct = (candidate_pred == y_true)[rows]
-        replicates = {
-            "accuracy": candidate_correct.mean(axis=1) - reference_correct.mean(axis=1),
-            "agreement": (reference_pred == candidate_pred)[rows].mean(axis=1),
-            "macro_f1": np.empty(settings.n_bootstrap),
-            **{metric: np.empty(settings.n_bootstrap) for metric in CALIBRATION_DELTA_METRICS},
-        }
-        for replicate, sample in enumerate(rows):
-            replicates["macro_f1"][replicate] = parity_metrics.macro_f1(
-                y_true[sample], candidate_pred[sample], n_classes=n_classes
-            ) - parity_metrics.macro_f1(y_true[sample], reference_pred[sample], n_classes=n_classes)
-            reference_summary = calibration_summary(
-                y_true[sample],
-                reference_proba[sample],
-                n_bins=settings.n_bins,
-                binning=settings.binning,
-            )
-            candidate_summary = calibration_summary(
-                y_true[sample],
-                candidate_proba[sample],
-                n_bins=settings.n_bins,
-                binning=settings.binning,
-            )
-            for metric in CALIBRATION_DELTA_METRICS:
-                replicates[metric][replicate] = getattr(candidate_summary, metric) - getattr(
-                    reference_summary, metric
-                )
+        replicates = paired_bootstrap_replicates(
+            _replicate_statistics(predictions, settings),
+            y_true.size,
+            n_resamples=settings.n_bootstrap,
+            seed=seed,
+        )
 
     def interval_of(name: str, value: float) -> Interval:
-        return _interval(
-            value, None if replicates is None else replicates[name], settings.confidence_level
-        )
+        return _interval(value, replicates.get(name), settings.confidence_level)
 
-    def model_parity(predicted: NDArray[np.intp]) -> ModelParity:
-        recall = parity_metrics.per_class_recall(y_true, predicted, n_classes=n_classes)
-        return ModelParity(
-            accuracy=parity_metrics.accuracy(y_true, predicted),
-            macro_f1=parity_metrics.macro_f1(y_true, predicted, n_classes=n_classes),
-            per_class_recall={label: float(recall[index]) for index, label in enumerate(labels)},
-        )
-
-    reference_parity = model_parity(reference_pred)
-    candidate_parity = model_parity(candidate_pred)
-    agreement = parity_metrics.agreement(reference_pred, candidate_pred)
-    parity = Parity(
-        reference=reference_parity,
-        candidate=candidate_parity,
-        accuracy_delta=interval_of(
-            "accuracy", candidate_parity.accuracy - reference_parity.accuracy
-        ),
-        macro_f1_delta=interval_of(
-            "macro_f1", candidate_parity.macro_f1 - reference_parity.macro_f1
-        ),
-        agreement=agreement,
-        agreement_interval=interval_of("agreement", agreement),
-        fixed=flips.fixed,
-        broken=flips.broken,
-        mcnemar_p=parity_metrics.mcnemar_exact_p_value(flips.fixed, flips.broken),
-        kappa=parity_metrics.cohen_kappa(reference_pred, candidate_pred),
-        probability_loyalty=parity_metrics.probability_loyalty(reference_proba, candidate_proba),
-        disagreement_matrix=parity_metrics.disagreement_matrix(
-            reference_pred, candidate_pred, n_classes=n_classes
-        ).tolist(),
-    )
-    calibration = Calibration(
-        binning=settings.binning,
-        n_bins=settings.n_bins,
-        reference=reference_calibration,
-        candidate=candidate_calibration,
-        delta={
-            metric: interval_of(
-                metric,
-                getattr(candidate_calibration, metric) - getattr(reference_calibration, metric),
-            )
-            for metric in CALIBRATION_DELTA_METRICS
-        },
-    )
-    return parity, calibration
+    parity = _parity(predictions, labels, interval_of)
+    return parity, _calibration(predictions, settings, interval_of)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -292,97 +341,70 @@ def _describe_device(reference: ModelRunner, candidate: ModelRunner) -> str:
     return f"reference: {reference.device}, candidate: {candidate.device}"
 
 
-def run_audit(
-    config: AuditConfig,
-    *,
-    model_root: Path | None = None,
-    data_root: Path | None = None,
-    progress: ProgressCallback | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-) -> AuditResult:
-    """Audit `config.candidate` against `config.reference` on `config.dataset`.
+class _Stages:
+    """Progress reporting, cancellation polling and timing of the audit's stages."""
 
-    Cheap checks run first (`validate_audit`), so a bad path, checkpoint, label space or
-    dataset row fails before any model loads. Then both checkpoints load (one runner when
-    they are the same folder and transform), every dataset row is predicted through one
-    `BatchingEvaluator`, parity and calibration are measured with paired bootstrap intervals,
-    the explainers run when `config.explain` asks for instances and methods, and the gate
-    judges it all.
+    def __init__(
+        self, progress: ProgressCallback | None, should_cancel: Callable[[], bool] | None
+    ) -> None:
+        self.progress = progress
+        self.should_cancel = should_cancel
+        self.timings: dict[str, float] = {}
+        self.started = time.perf_counter()
 
-    `progress(stage, done, total)` is called at the start and end of each stage in
-    `STAGES` ("explain" only when explanations run) and per prediction chunk; the explainers
-    may report more. `should_cancel()` is polled between stages and batches; once it answers
-    true, `AuditCancelledError` is raised. `manifest.timings` holds seconds per stage,
-    `total`, and `forward` (tokenization and forward passes inside the evaluator).
-    """
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-
-    def report(stage: str, done: int, total: int) -> None:
-        if progress is not None:
-            progress(stage, done, total)
-
-    def check_cancelled() -> None:
-        if should_cancel is not None and should_cancel():
-            raise AuditCancelledError("audit cancelled")
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
 
     @contextmanager
-    def stage(name: str, total: int = 1) -> Iterator[None]:
-        check_cancelled()
-        report(name, 0, total)
+    def stage(self, name: str, total: int = 1) -> Iterator[None]:
+        if self.should_cancel is not None and self.should_cancel():
+            raise AuditCancelledError("audit cancelled")
+        self.report(name, 0, total)
         stage_started = time.perf_counter()
         yield
-        timings[name] = time.perf_counter() - stage_started
-        report(name, total, total)
+        self.timings[name] = time.perf_counter() - stage_started
+        self.report(name, total, total)
 
-    with stage("validate"):
-        validated = validate_audit(config, model_root=model_root, data_root=data_root)
-        reference_fingerprint = fingerprint_checkpoint(
-            validated.reference_path, config.reference.transform
-        )
-        candidate_fingerprint = fingerprint_checkpoint(
-            validated.candidate_path, config.candidate.transform
-        )
-    dataset = validated.dataset
-    labels = validated.labels
 
-    with stage("load", total=2):
-        # Imported here so that validating an audit (the gateway's job) never imports torch.
-        from trustdiff.inference import BatchingEvaluator, load_model_runner
+@dataclass(frozen=True)
+class _Runners:
+    reference: ModelRunner
+    candidate: ModelRunner
 
-        reference_runner = load_model_runner(
-            validated.reference_path,
-            transform=config.reference.transform,
-            device=config.device,
-            max_length=config.max_length,
-        )
-        report("load", 1, 2)
-        same_model = (
-            validated.reference_path == validated.candidate_path
-            and config.reference.transform == config.candidate.transform
-        )
-        candidate_runner = (
-            reference_runner
-            if same_model
-            else load_model_runner(
-                validated.candidate_path,
-                transform=config.candidate.transform,
-                device=config.device,
-                max_length=config.max_length,
-            )
+
+def _load_runners(validated: ValidatedAudit, report: ProgressCallback) -> _Runners:
+    """Both models; one runner when they are the same folder and transform."""
+    # Imported here so that validating an audit (the gateway's job) never imports torch.
+    from trustdiff.inference import load_model_runner
+
+    config = validated.config
+
+    def load(path: Path, transform: str | None) -> ModelRunner:
+        return load_model_runner(
+            path, transform=transform, device=config.device, max_length=config.max_length
         )
 
-    evaluator = BatchingEvaluator(
-        [reference_runner, candidate_runner],
-        column_orders=[list(range(len(labels))), validated.candidate_column_order],
-        batch_size=config.batch_size,
-        should_cancel=should_cancel,
+    reference = load(validated.reference_path, config.reference.transform)
+    report("load", 1, 2)
+    same_model = (
+        validated.reference_path == validated.candidate_path
+        and config.reference.transform == config.candidate.transform
     )
-    inputs = dataset.inputs
+    candidate = (
+        reference if same_model else load(validated.candidate_path, config.candidate.transform)
+    )
+    return _Runners(reference=reference, candidate=candidate)
+
+
+def _predict(
+    evaluator: BatchingEvaluator, inputs: list[TextInput], *, batch_size: int, stages: _Stages
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Both models' probabilities (n, K) for every input, reported chunk by chunk."""
     # Chunks exist only to report progress; each is still length-sorted inside.
-    chunk_size = max(8 * config.batch_size, 512)
+    chunk_size = max(8 * batch_size, 512)
     reference_parts, candidate_parts = [], []
-    with stage("predict", total=len(inputs)):
+    with stages.stage("predict", total=len(inputs)):
         for start in range(0, len(inputs), chunk_size):
             reference_part, candidate_part = evaluator.predict_proba(
                 inputs[start : start + chunk_size]
@@ -390,62 +412,64 @@ def run_audit(
             reference_parts.append(reference_part)
             candidate_parts.append(candidate_part)
             if start + chunk_size < len(inputs):
-                report("predict", start + chunk_size, len(inputs))
-    reference_proba = np.concatenate(reference_parts)
-    candidate_proba = np.concatenate(candidate_parts)
-    y_true = np.asarray(dataset.labels, dtype=np.intp)
+                stages.report("predict", start + chunk_size, len(inputs))
+    return np.concatenate(reference_parts), np.concatenate(candidate_parts)
 
-    with stage("metrics"):
-        parity, calibration = summarize_predictions(
-            y_true,
-            reference_proba,
-            candidate_proba,
-            labels=labels,
-            settings=config.calibration,
+
+def _explain(
+    evaluator: BatchingEvaluator,
+    validated: ValidatedAudit,
+    predictions: _Predictions,
+    stages: _Stages,
+) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
+    """Alignment per method and explanations per instance index; empty when none are asked."""
+    config = validated.config
+    if config.explain.instances == 0 or not config.explain.methods:
+        return {}, {}
+    with stages.stage("explain"):
+        # Imported lazily: the explainers pull in shap and lime, which audits without
+        # explanations never need.
+        from trustdiff.explain import explain_and_align
+
+        return explain_and_align(
+            evaluator,
+            validated.dataset,
+            reference_proba=predictions.reference_proba,
+            candidate_proba=predictions.candidate_proba,
+            settings=config.explain,
+            labels=validated.labels,
             seed=config.seed,
+            progress=stages.report,
+            should_cancel=stages.should_cancel,
         )
 
-    alignment: dict[str, MethodAlignment] = {}
-    explanations: dict[int, Explanation] = {}
-    if config.explain.instances > 0 and config.explain.methods:
-        with stage("explain"):
-            # Imported lazily: the explainers pull in shap and lime, which audits without
-            # explanations never need.
-            from trustdiff.explain import explain_and_align
 
-            alignment, explanations = explain_and_align(
-                evaluator,
-                dataset,
-                reference_proba=reference_proba,
-                candidate_proba=candidate_proba,
-                settings=config.explain,
-                labels=labels,
-                seed=config.seed,
-                progress=report,
-                should_cancel=should_cancel,
-            )
+def _checkpoint_manifest(
+    spec: CheckpointSpec, info: CheckpointInfo, fingerprint: str, runner: ModelRunner
+) -> CheckpointManifest:
+    return CheckpointManifest(
+        path=spec.path,
+        fingerprint=fingerprint,
+        transform=spec.transform,
+        model_type=info.model_type,
+        num_parameters=runner.num_parameters,
+        labels=info.labels,
+    )
 
-    with stage("gate"):
-        gate = evaluate_gate(parity, calibration, alignment, config.gate)
 
-    timings["forward"] = evaluator.stats.forward_seconds
-    timings["total"] = time.perf_counter() - started
-    manifest = Manifest(
-        reference=CheckpointManifest(
-            path=config.reference.path,
-            fingerprint=reference_fingerprint,
-            transform=config.reference.transform,
-            model_type=validated.reference.model_type,
-            num_parameters=reference_runner.num_parameters,
-            labels=validated.reference.labels,
+def _manifest(
+    validated: ValidatedAudit,
+    fingerprints: tuple[str, str],
+    runners: _Runners,
+    timings: dict[str, float],
+) -> Manifest:
+    config, dataset = validated.config, validated.dataset
+    return Manifest(
+        reference=_checkpoint_manifest(
+            config.reference, validated.reference, fingerprints[0], runners.reference
         ),
-        candidate=CheckpointManifest(
-            path=config.candidate.path,
-            fingerprint=candidate_fingerprint,
-            transform=config.candidate.transform,
-            model_type=validated.candidate.model_type,
-            num_parameters=candidate_runner.num_parameters,
-            labels=validated.candidate.labels,
+        candidate=_checkpoint_manifest(
+            config.candidate, validated.candidate, fingerprints[1], runners.candidate
         ),
         dataset=DatasetManifest(
             path=config.dataset.path,
@@ -457,36 +481,104 @@ def run_audit(
             text_pair_field=config.dataset.text_pair_field,
             label_field=config.dataset.label_field,
         ),
-        labels=labels,
+        labels=validated.labels,
         label_mapping=config.label_mapping,
         config=config.model_dump(mode="json"),
         seed=config.seed,
         versions=_versions(),
-        device=_describe_device(reference_runner, candidate_runner),
+        device=_describe_device(runners.reference, runners.candidate),
         timings=timings,
         created_at=datetime.now(UTC).isoformat(),
     )
-    reference_pred = reference_proba.argmax(axis=1)
-    candidate_pred = candidate_proba.argmax(axis=1)
-    instances = [
+
+
+def _instances(
+    dataset: Dataset,
+    labels: list[str],
+    predictions: _Predictions,
+    explanations: dict[int, Explanation],
+) -> list[Instance]:
+    reference_pred, candidate_pred = predictions.reference_pred, predictions.candidate_pred
+    return [
         Instance(
             index=index,
             text=dataset.texts[index],
             text_pair=None if dataset.text_pairs is None else dataset.text_pairs[index],
             label=labels[dataset.labels[index]],
-            reference_proba=reference_proba[index].tolist(),
-            candidate_proba=candidate_proba[index].tolist(),
+            reference_proba=predictions.reference_proba[index].tolist(),
+            candidate_proba=predictions.candidate_proba[index].tolist(),
             reference_prediction=labels[int(reference_pred[index])],
             candidate_prediction=labels[int(candidate_pred[index])],
             explanations=explanations.get(index),
         )
         for index in range(len(dataset))
     ]
+
+
+def run_audit(
+    config: AuditConfig,
+    *,
+    model_root: str | os.PathLike[str] | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> AuditResult:
+    """Audit `config.candidate` against `config.reference` on `config.dataset`.
+
+    Cheap checks run first (`validate_audit`), so a bad path, checkpoint, label space or
+    dataset row fails before any model loads. Then both checkpoints load (one runner when
+    they are the same folder and transform), every dataset row is predicted through one
+    `BatchingEvaluator`, parity and calibration are measured with paired bootstrap intervals,
+    the explainers run when `config.explain` asks for instances and methods, and the gate
+    judges it all. Relative paths in `config` resolve under `model_root` and `data_root`
+    when given (and may not leave them), else against the working directory.
+
+    `progress(stage, done, total)` is called at the start and end of each stage in
+    `STAGES` ("explain" only when explanations run) and per prediction chunk; the explainers
+    may report more. `should_cancel()` is polled between stages and batches; once it answers
+    true, `AuditCancelledError` is raised. `manifest.timings` holds seconds per stage,
+    `total`, and `forward` (tokenization and forward passes inside the evaluator).
+    """
+    stages = _Stages(progress, should_cancel)
+    with stages.stage("validate"):
+        validated = validate_audit(config, model_root=model_root, data_root=data_root)
+        fingerprints = (
+            fingerprint_checkpoint(validated.reference_path, config.reference.transform),
+            fingerprint_checkpoint(validated.candidate_path, config.candidate.transform),
+        )
+    with stages.stage("load", total=2):
+        runners = _load_runners(validated, stages.report)
+    from trustdiff.inference import BatchingEvaluator
+
+    evaluator = BatchingEvaluator(
+        [runners.reference, runners.candidate],
+        column_orders=[list(range(len(validated.labels))), validated.candidate_column_order],
+        batch_size=config.batch_size,
+        should_cancel=should_cancel,
+    )
+    probabilities = _predict(
+        evaluator, validated.dataset.inputs, batch_size=config.batch_size, stages=stages
+    )
+    predictions = _Predictions(np.asarray(validated.dataset.labels, dtype=np.intp), *probabilities)
+    with stages.stage("metrics"):
+        parity, calibration = summarize_predictions(
+            predictions.y_true,
+            predictions.reference_proba,
+            predictions.candidate_proba,
+            labels=validated.labels,
+            settings=config.calibration,
+            seed=config.seed,
+        )
+    alignment, explanations = _explain(evaluator, validated, predictions, stages)
+    with stages.stage("gate"):
+        gate = evaluate_gate(parity, calibration, alignment, config.gate)
+    stages.timings["forward"] = evaluator.stats.forward_seconds
+    stages.timings["total"] = time.perf_counter() - stages.started
     return AuditResult(
-        manifest=manifest,
+        manifest=_manifest(validated, fingerprints, runners, stages.timings),
         parity=parity,
         calibration=calibration,
         alignment=alignment,
         gate=gate,
-        instances=instances,
+        instances=_instances(validated.dataset, validated.labels, predictions, explanations),
     )

@@ -1,18 +1,65 @@
-"""The audit request the engine runs: checkpoints, dataset, settings, gate thresholds (no torch)."""
+"""The audit request the engine runs: checkpoints, dataset, settings, gate thresholds (no torch).
+
+Every option is defined here once. The command line derives its flags' types and choices
+from these models, and the HTTP API's request body (`service.schemas.AuditCreate`) is the
+same `AuditOptions` with the dataset named differently.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from trustdiff.metrics.calibration import Binning
 
 Transform = Literal["int8-dynamic"]
-Binning = Literal["equal_width", "equal_mass"]
+DatasetFormat = Literal["jsonl", "csv", "tsv"]
 ExplainMethod = Literal["lime", "shap"]
 ShapAlgorithm = Literal["partition", "permutation", "kernel"]
 Masking = Literal["remove", "mask_token"]
 ExplainTarget = Literal["reference_prediction", "gold", "own_prediction"]
 JudgedOn = Literal["value", "interval"]
+Sampling = Literal["head", "random"]
+
+__all__ = [
+    "AuditConfig",
+    "AuditOptions",
+    "Binning",
+    "CalibrationSettings",
+    "CheckSetting",
+    "CheckpointSpec",
+    "DatasetFormat",
+    "DatasetSpec",
+    "ExplainMethod",
+    "ExplainSettings",
+    "ExplainTarget",
+    "GateSettings",
+    "JudgedOn",
+    "Masking",
+    "RowLimit",
+    "Sampling",
+    "ShapAlgorithm",
+    "Transform",
+]
+
+
+def _path_text(value: Any) -> Any:
+    """`os.PathLike` paths (a `pathlib.Path`) become their string; anything else is validated
+    as given, so a number or None still fails as "not a string"."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+# A file or folder path as the user names it: `str` or any `os.PathLike`, stored as `str`.
+PathText = Annotated[str, Field(min_length=1), BeforeValidator(_path_text)]
+RowLimit = Annotated[int | None, Field(ge=1, description="Use at most this many rows.")]
+RowSampling = Annotated[
+    Sampling,
+    Field(
+        description="With `limit`: the first rows, or a seeded random sample kept in file order."
+    ),
+]
 
 
 class _Settings(BaseModel):
@@ -22,7 +69,7 @@ class _Settings(BaseModel):
 class CheckpointSpec(_Settings):
     """A Hugging Face sequence-classification folder, optionally transformed at load time."""
 
-    path: str = Field(min_length=1, description="Checkpoint folder (relative to the model root).")
+    path: PathText = Field(description="Checkpoint folder (relative to the model root).")
     transform: Transform | None = Field(
         default=None, description="Applied at load time, e.g. dynamic int8 quantization."
     )
@@ -31,18 +78,15 @@ class CheckpointSpec(_Settings):
 class DatasetSpec(_Settings):
     """A JSONL, CSV or TSV file and how its columns map to text, text pair and label."""
 
-    path: str = Field(min_length=1, description="Dataset file (relative to the data root).")
-    format: Literal["jsonl", "csv", "tsv"] | None = Field(
+    path: PathText = Field(description="Dataset file (relative to the data root).")
+    format: DatasetFormat | None = Field(
         default=None, description="Inferred from the file suffix when omitted."
     )
     text_field: str = "text"
     text_pair_field: str | None = None
     label_field: str = "label"
-    limit: int | None = Field(default=None, ge=1, description="Use at most this many rows.")
-    sampling: Literal["head", "random"] = Field(
-        default="head",
-        description="With `limit`: the first rows, or a seeded random sample kept in file order.",
-    )
+    limit: RowLimit = None
+    sampling: RowSampling = "head"
 
 
 class CalibrationSettings(_Settings):
@@ -82,6 +126,8 @@ class GateSettings(_Settings):
     between-model mean is no more than `threshold` below the reference's own noise floor.
     """
 
+    # One field per check of `trustdiff.gate.CHECKS`, which says how each is measured.
+
     accuracy_drop: CheckSetting = CheckSetting(threshold=0.01)
     macro_f1_drop: CheckSetting = CheckSetting(threshold=0.02)
     agreement: CheckSetting = CheckSetting(threshold=0.95)
@@ -91,12 +137,18 @@ class GateSettings(_Settings):
     shap_jaccard_margin: CheckSetting = CheckSetting(threshold=0.15)
 
 
-class AuditConfig(_Settings):
-    """Everything one audit needs; the CLI and the service both build one of these."""
+DatasetT = TypeVar("DatasetT")
+
+
+class AuditOptions(_Settings, Generic[DatasetT]):
+    """What an audit compares and how: the fields the engine's `AuditConfig` and the HTTP
+    API's request share. `DatasetT` is how the dataset is named (a file here; the API also
+    accepts an upload's id).
+    """
 
     reference: CheckpointSpec
     candidate: CheckpointSpec
-    dataset: DatasetSpec
+    dataset: DatasetT
     label_mapping: dict[str, str] | None = Field(
         default=None,
         description="Candidate label name -> reference label name, when the label sets differ.",
@@ -105,6 +157,17 @@ class AuditConfig(_Settings):
     explain: ExplainSettings = ExplainSettings()
     gate: GateSettings = GateSettings()
     seed: int = Field(default=0, ge=0)
-    device: str = Field(default="auto", description='"auto", "cpu", "cuda", "cuda:1", ...')
     batch_size: int = Field(default=64, ge=1, le=8192)
     max_length: int = Field(default=256, ge=8, le=4096)
+
+
+class AuditConfig(AuditOptions[DatasetSpec]):
+    """Everything one audit needs; the CLI, the Python API and the service all build one.
+
+    >>> AuditConfig(reference=CheckpointSpec(path="models/bert"),
+    ...             candidate=CheckpointSpec(path="models/bert", transform="int8-dynamic"),
+    ...             dataset=DatasetSpec(path="data/dev.jsonl")).device
+    'auto'
+    """
+
+    device: str = Field(default="auto", description='"auto", "cpu", "cuda", "cuda:1", ...')

@@ -10,12 +10,11 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from trustdiff.config import DatasetSpec
+from trustdiff.config import DatasetFormat, DatasetSpec
 from trustdiff.errors import DatasetError, DatasetNotFoundError
 
-DatasetFormat = Literal["jsonl", "csv", "tsv"]
 TextInput = str | tuple[str, str]
 
 _SUFFIX_FORMATS: dict[str, DatasetFormat] = {

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -19,10 +19,11 @@ from numpy.typing import NDArray
 from torch import nn
 
 from trustdiff.checkpoints import CheckpointInfo, inspect_checkpoint
+from trustdiff.config import Transform
+from trustdiff.datasets import TextInput
 from trustdiff.errors import AuditCancelledError, CheckpointError, ConfigError
 
-TextInput = str | tuple[str, str]
-TRANSFORMS = ("int8-dynamic",)
+TRANSFORMS: tuple[str, ...] = get_args(Transform)
 # Models whose position ids start at padding_idx + 1: two positions are never usable.
 _POSITION_OFFSET_MODEL_TYPES = frozenset(
     {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text", "xmod"}

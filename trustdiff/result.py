@@ -237,6 +237,14 @@ class AuditResult(_Doc):
     gate: Gate
     instances: list[Instance]
 
+    def _repr_html_(self) -> str:
+        """The HTML report (`render_report`), so Jupyter shows a result inline."""
+        # Imported on use: the document must stay importable without the report's
+        # templates (the gateway validates results with it).
+        from trustdiff.report import render_report
+
+        return render_report(self)
+
 
 def result_json_schema() -> dict[str, object]:
     """The JSON Schema of the result document, for consumers that validate it."""

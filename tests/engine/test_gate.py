@@ -212,3 +212,9 @@ def test_an_empty_gate_passes() -> None:
     )
     assert gate.checks == []
     assert gate.passed
+
+
+def test_every_check_of_the_table_has_a_setting_and_every_setting_a_check() -> None:
+    from trustdiff.gate import CHECKS
+
+    assert [spec.name for spec in CHECKS] == list(GateSettings.model_fields)

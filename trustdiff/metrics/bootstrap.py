@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -54,6 +54,27 @@ def bootstrap_mean_interval(
     return percentile_interval(array[indices].mean(axis=1), confidence_level=confidence_level)
 
 
+def paired_bootstrap_replicates(
+    statistics: Callable[[NDArray[np.intp]], Mapping[str, float]],
+    n: int,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, NDArray[np.float64]]:
+    """Bootstrap replicates of several statistics, all computed on the same resamples.
+
+    `statistics(indices)` returns named values computed on the rows `indices` (shape (n,));
+    it is called once per resample, so every statistic of a replicate sees the identical
+    rows. Returns name -> replicates, shape (n_resamples,).
+    """
+    indices = bootstrap_indices(n, n_resamples=n_resamples, seed=seed)
+    replicates: dict[str, NDArray[np.float64]] = {}
+    for replicate, rows in enumerate(indices):
+        for name, value in statistics(rows).items():
+            replicates.setdefault(name, np.empty(n_resamples, dtype=float))[replicate] = value
+    return replicates
+
+
 def paired_bootstrap_delta(
     statistic: Callable[[NDArray[np.intp]], tuple[float, float]],
     n: int,
@@ -67,9 +88,10 @@ def paired_bootstrap_delta(
     `statistic(indices)` returns `(reference_value, candidate_value)` computed on the rows
     `indices` (shape (n,)); every replicate hands both models the same rows.
     """
-    indices = bootstrap_indices(n, n_resamples=n_resamples, seed=seed)
-    deltas = np.empty(n_resamples, dtype=float)
-    for replicate, rows in enumerate(indices):
+
+    def delta(rows: NDArray[np.intp]) -> dict[str, float]:
         reference_value, candidate_value = statistic(rows)
-        deltas[replicate] = candidate_value - reference_value
-    return percentile_interval(deltas, confidence_level=confidence_level)
+        return {"delta": candidate_value - reference_value}
+
+    replicates = paired_bootstrap_replicates(delta, n, n_resamples=n_resamples, seed=seed)
+    return percentile_interval(replicates["delta"], confidence_level=confidence_level)
