@@ -28,6 +28,7 @@ from trustdiff.config import (
 )
 from trustdiff.errors import ConfigError, TrustdiffError
 from trustdiff.formatting import TERMINAL, format_interval, format_number
+from trustdiff.remote_cli import register as register_remote_commands
 from trustdiff.result import AuditResult, GateCheck, dump_result, result_json_schema
 
 EXIT_PASSED = 0
@@ -510,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     schema.set_defaults(func=_schema_command)
+    register_remote_commands(subparsers)
     try:
         from service.cli import register_commands
     except ImportError:
