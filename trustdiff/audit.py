@@ -382,7 +382,11 @@ def _load_runners(validated: ValidatedAudit, report: ProgressCallback) -> _Runne
 
     def load(path: Path, transform: str | None) -> ModelRunner:
         return load_model_runner(
-            path, transform=transform, device=config.device, max_length=config.max_length
+            path,
+            transform=transform,
+            device=config.device,
+            dtype=config.dtype,
+            max_length=config.max_length,
         )
 
     reference = load(validated.reference_path, config.reference.transform)
@@ -453,6 +457,7 @@ def _checkpoint_manifest(
         transform=spec.transform,
         model_type=info.model_type,
         num_parameters=runner.num_parameters,
+        dtype=str(runner.dtype).removeprefix("torch."),
         labels=info.labels,
     )
 

@@ -30,6 +30,7 @@ from trustdiff.errors import ConfigError, TrustdiffError
 from trustdiff.formatting import TERMINAL, format_interval, format_number
 from trustdiff.remote_cli import register as register_remote_commands
 from trustdiff.result import AuditResult, GateCheck, dump_result, result_json_schema
+from trustdiff.threads import configure_cpu_threads
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1
@@ -533,6 +534,8 @@ def _one_line(error: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 pass, 1 gate failed, 2 error)."""
+    # Before anything imports torch: OpenMP reads its settings once, at load time.
+    configure_cpu_threads()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

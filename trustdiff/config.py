@@ -14,7 +14,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from trustdiff.metrics.calibration import Binning
 
-Transform = Literal["int8-dynamic"]
+Transform = Literal["int8-dynamic", "int8-weight", "float16", "bfloat16"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DatasetFormat = Literal["jsonl", "csv", "tsv"]
 ExplainMethod = Literal["lime", "shap"]
 ShapAlgorithm = Literal["partition", "permutation", "kernel"]
@@ -71,7 +72,9 @@ class CheckpointSpec(_Settings):
 
     path: PathText = Field(description="Checkpoint folder (relative to the model root).")
     transform: Transform | None = Field(
-        default=None, description="Applied at load time, e.g. dynamic int8 quantization."
+        default=None,
+        description="Applied at load time: int8-dynamic (CPU only), int8-weight, float16 or "
+        "bfloat16.",
     )
 
 
@@ -157,6 +160,10 @@ class AuditOptions(_Settings, Generic[DatasetT]):
     explain: ExplainSettings = ExplainSettings()
     gate: GateSettings = GateSettings()
     seed: int = Field(default=0, ge=0)
+    dtype: Dtype = Field(
+        default="auto",
+        description="Compute dtype of the models: auto is bfloat16 on CUDA, float32 on CPU.",
+    )
     batch_size: int = Field(default=64, ge=1, le=8192)
     max_length: int = Field(default=256, ge=8, le=4096)
 

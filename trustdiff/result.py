@@ -28,6 +28,9 @@ class CheckpointManifest(_Doc):
     transform: str | None = None
     model_type: str | None = None
     num_parameters: int | None = None
+    dtype: str | None = Field(
+        default=None, description="Dtype the model computed in (float32, bfloat16, ...)."
+    )
     labels: list[str] = Field(description="Label names in id order (config.id2label).")
 
 

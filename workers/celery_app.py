@@ -10,12 +10,13 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import celeryd_init, worker_process_init, worker_ready, worker_shutdown
 
 from service.db import Database
 from service.jobs import build_celery_app
 from service.serve import PARENT_PID_ENV
 from service.settings import Settings, get_settings
+from trustdiff.threads import available_cores, configure_cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,15 @@ class ParentWatch(threading.Thread):
 
 
 _sweeper: Sweeper | None = None
+
+
+@celeryd_init.connect
+def _configure_cpu_threads(conf: Any, options: dict[str, Any], **_kwargs: Any) -> None:
+    # Before any audit imports torch (pool children fork later and inherit the environment):
+    # the worker's cores are shared among the audits it runs at once.
+    pool = str(options.get("pool_cls") or conf.worker_pool or "")
+    concurrency = 1 if "solo" in pool else options.get("concurrency") or conf.worker_concurrency
+    configure_cpu_threads(int(concurrency or available_cores()))
 
 
 @worker_process_init.connect

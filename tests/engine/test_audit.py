@@ -92,6 +92,8 @@ def test_the_document_is_complete_and_round_trips(self_audit: tuple[AuditResult,
     assert manifest.labels == ["negative", "positive"]
     assert manifest.dataset.rows == manifest.dataset.rows_in_file == 48
     assert manifest.device == "cpu"
+    assert manifest.reference.dtype == manifest.candidate.dtype == "float32"
+    assert manifest.config["dtype"] == "auto"
     assert {"trustdiff", "torch", "transformers", "numpy"} <= set(manifest.versions)
     assert {"validate", "load", "predict", "metrics", "gate", "total"} <= set(manifest.timings)
     assert manifest.config["calibration"]["n_bootstrap"] == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -14,7 +15,15 @@ from tests.conftest import TinyAssets
 from trustdiff.config import DatasetSpec
 from trustdiff.datasets import read_dataset
 from trustdiff.errors import AuditCancelledError, ConfigError, PickledCheckpointError
-from trustdiff.inference import BatchingEvaluator, ModelRunner, load_model_runner, resolve_device
+from trustdiff.inference import (
+    BatchingEvaluator,
+    Int8WeightLinear,
+    ModelRunner,
+    load_model_runner,
+    plan_batches,
+    resolve_device,
+    resolve_dtype,
+)
 
 # Lengths vary from 0 words to past max_length (64 positions), with repeats.
 INPUTS = [
@@ -80,7 +89,13 @@ def test_evaluator_deduplicates_and_caches(reference: ModelRunner) -> None:
     assert evaluator.stats.requested_inputs == len(INPUTS)
     assert evaluator.stats.deduplicated_inputs == len(INPUTS) - unique
     assert evaluator.stats.unique_inputs_forwarded == unique
-    assert evaluator.stats.batches == 2  # 7 unique inputs in batches of 4
+    # Token lengths 64, 9, 8, 4, 3, 3, 2 (longest first), at most 4 rows a batch: the
+    # 64-token text goes alone (the jump to 9 would pad 3 rows by 55 tokens each, more than
+    # a pass costs), then [9, 8, 4, 3] (full) and [3, 2].
+    assert evaluator.stats.batches == 3
+    assert evaluator.stats.real_tokens == 64 + 9 + 8 + 4 + 3 + 3 + 2
+    assert evaluator.stats.padded_tokens == 64 + 4 * 9 + 2 * 3
+    assert evaluator.stats.tokenizations == unique
     assert evaluator.stats.forward_seconds > 0
     again = evaluator.predict_proba([*INPUTS, "a new text"])[0]
     assert evaluator.stats.cache_hits == unique
@@ -113,7 +128,10 @@ def test_the_same_runner_twice_runs_once_and_columns_follow_the_order(
     evaluator = BatchingEvaluator([reference, reference], column_orders=[[0, 1], [1, 0]])
     straight, swapped = evaluator.predict_proba(INPUTS)
     np.testing.assert_array_equal(swapped, straight[:, ::-1])
-    assert evaluator.stats.batches == 1
+    single = BatchingEvaluator([reference])
+    single.predict_proba(INPUTS)
+    assert evaluator.stats.batches == single.stats.batches
+    assert evaluator.stats.tokenizations == single.stats.tokenizations == len(set(INPUTS))
 
 
 def test_cancellation_is_checked_between_batches(reference: ModelRunner) -> None:
@@ -176,6 +194,149 @@ def test_int8_dynamic_runs_on_cpu_and_predicts_close_to_the_original(
     original, compressed = BatchingEvaluator([reference, quantized]).predict_proba(texts)
     assert np.abs(original - compressed).max() < 0.05
     assert np.mean(original.argmax(axis=1) == compressed.argmax(axis=1)) >= 0.95
+
+
+def test_runners_of_one_tokenizer_share_its_tokenization(
+    reference: ModelRunner, quantized: ModelRunner
+) -> None:
+    assert reference.tokenizer_key == quantized.tokenizer_key
+    evaluator = BatchingEvaluator([reference, quantized])
+    original, compressed = evaluator.predict_proba(INPUTS)
+    unique = len(set(INPUTS))
+    assert evaluator.stats.tokenizations == unique  # not once per runner
+    np.testing.assert_allclose(original, _one_at_a_time(reference, INPUTS), atol=1e-6)
+    assert np.abs(original - compressed).max() < 0.05
+    # Each runner still sees every batch: two forward passes per planned batch.
+    assert evaluator.stats.batches % 2 == 0
+    assert evaluator.stats.real_tokens == 2 * (64 + 9 + 8 + 4 + 3 + 3 + 2)
+
+
+def test_runners_of_different_tokenizers_tokenize_separately(
+    tiny_assets: TinyAssets, reference: ModelRunner, tmp_path: Path
+) -> None:
+    copy = Path(shutil.copytree(tiny_assets.reference, tmp_path / "copy"))
+    config = json.loads((copy / "tokenizer_config.json").read_text())
+    config["model_max_length"] = 16
+    (copy / "tokenizer_config.json").write_text(json.dumps(config))
+    shorter = load_model_runner(copy, transform=None, device="cpu")
+    assert shorter.max_length == 16
+    assert shorter.tokenizer_key != reference.tokenizer_key
+    evaluator = BatchingEvaluator([reference, shorter])
+    full, truncated = evaluator.predict_proba(INPUTS)
+    assert evaluator.stats.tokenizations == 2 * len(set(INPUTS))
+    np.testing.assert_allclose(full, _one_at_a_time(reference, INPUTS), atol=1e-6)
+    np.testing.assert_allclose(truncated, _one_at_a_time(shorter, INPUTS), atol=1e-6)
+    long_text = INPUTS.index(" ".join(["the plot was dull"] * 30))
+    assert not np.allclose(full[long_text], truncated[long_text])
+
+
+def test_batches_cover_every_row_once_within_budget_and_row_cap() -> None:
+    lengths = np.random.default_rng(0).integers(1, 120, size=500)
+    for budget, rows, overhead in [(512, 64, 0), (512, 64, 64), (4096, 16, 10_000), (50, 8, 5)]:
+        batches = plan_batches(
+            lengths, token_budget=budget, max_rows=rows, batch_overhead_tokens=overhead
+        )
+        np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(500))
+        widths = [int(lengths[batch].max()) for batch in batches]
+        assert widths == sorted(widths, reverse=True)  # longest first
+        for batch, width in zip(batches, widths, strict=True):
+            assert len(batch) <= rows
+            assert len(batch) == 1 or len(batch) * width <= budget
+
+
+def test_batches_close_at_width_jumps_only_when_padding_costs_more_than_a_pass() -> None:
+    lengths = [30, 30, 10, 10, 10, 10, 9, 9]
+    # Free passes: every batch holds one length, no padding at all.
+    free = plan_batches(lengths, token_budget=1000, max_rows=100, batch_overhead_tokens=0)
+    assert [sorted(batch.tolist()) for batch in free] == [[0, 1], [2, 3, 4, 5], [6, 7]]
+    # A pass costs 25 tokens: 30 -> 10 would pad 6 rows by 20 (120 > 25), so it closes;
+    # 10 -> 9 would pad 2 rows by 1 (2 < 25), so it does not.
+    mixed = plan_batches(lengths, token_budget=1000, max_rows=100, batch_overhead_tokens=25)
+    assert [sorted(batch.tolist()) for batch in mixed] == [[0, 1], [2, 3, 4, 5, 6, 7]]
+    # Passes so dear that only the row cap closes batches: fixed-size sorted batches.
+    fixed = plan_batches(lengths, token_budget=1000, max_rows=3, batch_overhead_tokens=10**6)
+    assert [len(batch) for batch in fixed] == [3, 3, 2]
+    # A row longer than the budget is a batch of its own.
+    alone = plan_batches([40, 5, 5], token_budget=20, max_rows=8, batch_overhead_tokens=10**6)
+    assert [batch.tolist() for batch in alone] == [[0], [1, 2]]
+    assert plan_batches([], token_budget=10, max_rows=1, batch_overhead_tokens=0) == []
+    with pytest.raises(ValueError, match="token_budget"):
+        plan_batches([1], token_budget=0, max_rows=1, batch_overhead_tokens=0)
+
+
+def test_dtype_auto_is_float32_on_cpu_and_bfloat16_on_cuda(
+    tiny_assets: TinyAssets, reference: ModelRunner
+) -> None:
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert resolve_dtype("float16", torch.device("cpu")) == torch.float16
+    assert reference.dtype == torch.float32
+    with pytest.raises(ConfigError, match="unknown dtype"):
+        resolve_dtype("float8", torch.device("cpu"))
+    with pytest.raises(ConfigError, match="unknown dtype"):
+        load_model_runner(tiny_assets.reference, transform=None, device="cpu", dtype="float8")
+
+
+def test_bfloat16_dtype_predicts_close_to_float32(
+    tiny_assets: TinyAssets, reference: ModelRunner
+) -> None:
+    runner = load_model_runner(
+        tiny_assets.reference, transform=None, device="cpu", dtype="bfloat16"
+    )
+    assert runner.dtype == torch.bfloat16
+    assert {parameter.dtype for parameter in runner.model.parameters()} == {torch.bfloat16}
+    (half,) = BatchingEvaluator([runner]).predict_proba(INPUTS)
+    np.testing.assert_allclose(half.sum(axis=1), 1.0, atol=1e-12)
+    assert np.abs(half - _one_at_a_time(reference, INPUTS)).max() < 0.05
+
+
+@pytest.mark.parametrize(
+    ("transform", "dtype"),
+    [("float16", torch.float16), ("bfloat16", torch.bfloat16), ("int8-weight", torch.float32)],
+)
+def test_compression_transforms_predict_close_to_the_original(
+    tiny_assets: TinyAssets, reference: ModelRunner, transform: str, dtype: torch.dtype
+) -> None:
+    runner = load_model_runner(tiny_assets.reference, transform=transform, device="cpu")
+    assert runner.transform == transform
+    assert runner.dtype == dtype
+    assert runner.device == torch.device("cpu")
+    assert runner.num_parameters == reference.num_parameters  # counted before the transform
+    if transform == "int8-weight":
+        assert not any(isinstance(m, torch.nn.Linear) for m in runner.model.modules())
+        assert any(isinstance(m, Int8WeightLinear) for m in runner.model.modules())
+    else:
+        assert {parameter.dtype for parameter in runner.model.parameters()} == {dtype}
+    # The reference runner is untouched by the transform of another one.
+    assert {parameter.dtype for parameter in reference.model.parameters()} == {torch.float32}
+    texts = read_dataset(
+        tiny_assets.dataset, DatasetSpec(path="d.jsonl"), labels=reference.labels
+    ).inputs
+    original, compressed = BatchingEvaluator([reference, runner]).predict_proba(texts)
+    np.testing.assert_allclose(compressed.sum(axis=1), 1.0, atol=1e-12)
+    assert 0 < np.abs(original - compressed).max() < 0.05
+    assert np.mean(original.argmax(axis=1) == compressed.argmax(axis=1)) >= 0.95
+
+
+def test_int8_weight_linear_is_per_channel_symmetric_quantization() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 4)
+    with torch.no_grad():
+        linear.weight[1] *= 100  # channels keep their own scale
+    quantized = Int8WeightLinear(linear)
+    weight = linear.weight.detach()
+    scale = weight.abs().amax(dim=1) / 127
+    torch.testing.assert_close(quantized.scale, scale)
+    assert quantized.weight_int8.dtype == torch.int8
+    assert int(quantized.weight_int8.abs().max()) == 127
+    dequantized = quantized.weight_int8.float() * scale[:, None]
+    assert bool(((dequantized - weight).abs() <= scale[:, None] / 2 + 1e-7).all())
+    inputs = torch.randn(3, 16)
+    expected = torch.nn.functional.linear(inputs, dequantized, linear.bias)
+    torch.testing.assert_close(quantized(inputs), expected)
+    torch.testing.assert_close(
+        quantized(inputs.bfloat16()), expected.bfloat16(), atol=0.5, rtol=0.02
+    )
 
 
 def test_loader_refuses_pickled_weights_before_loading(
