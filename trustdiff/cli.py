@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, get_args
 
 import yaml
 from pydantic import ValidationError
@@ -23,8 +23,10 @@ from trustdiff.config import (
     CheckpointSpec,
     CheckSetting,
     DatasetSpec,
+    Dtype,
     ExplainSettings,
     GateSettings,
+    Transform,
 )
 from trustdiff.errors import ConfigError, TrustdiffError
 from trustdiff.formatting import TERMINAL, format_interval, format_number
@@ -163,6 +165,7 @@ def config_from_args(args: argparse.Namespace) -> AuditConfig:
             gate=load_gate_settings(args.gate) if args.gate else GateSettings(),
             seed=args.seed,
             device=args.device,
+            dtype=args.dtype,
             batch_size=args.batch_size,
             max_length=args.max_length,
         )
@@ -372,12 +375,12 @@ def _add_audit_parser(subparsers: Any) -> None:
     )
     models.add_argument(
         "--reference-transform",
-        choices=["int8-dynamic"],
+        choices=get_args(Transform),
         help="transform applied to the reference at load time",
     )
     models.add_argument(
         "--candidate-transform",
-        choices=["int8-dynamic"],
+        choices=get_args(Transform),
         help="transform applied to the candidate at load time (int8-dynamic runs on CPU)",
     )
     models.add_argument(
@@ -386,6 +389,12 @@ def _add_audit_parser(subparsers: Any) -> None:
         help="JSON/YAML mapping candidate label -> reference label, when their names differ",
     )
     models.add_argument("--device", default=audit_defaults.device, help="auto, cpu, cuda, cuda:N")
+    models.add_argument(
+        "--dtype",
+        choices=get_args(Dtype),
+        default=audit_defaults.dtype,
+        help="compute dtype of the models (auto: bfloat16 on CUDA, float32 on CPU)",
+    )
     models.add_argument(
         "--batch-size",
         type=int,

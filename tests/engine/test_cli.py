@@ -63,8 +63,12 @@ def test_a_failing_gate_exits_1(
     gate.write_text("agreement: 1.01  # unattainable\nece_increase: {judged_on: interval}\n")
     out = tmp_path / "result.json"
     args = _audit_args(
-        tiny_assets, out, "--candidate-transform", "int8-dynamic", "--gate", str(gate)
-    )
+        tiny_assets,
+        out,
+        "--candidate-transform", "int8-dynamic",
+        "--dtype", "bfloat16",
+        "--gate", str(gate),
+    )  # fmt: skip
     assert main(args) == 1
     printed = capsys.readouterr().out
     assert "verdict: FAIL" in printed
@@ -75,6 +79,9 @@ def test_a_failing_gate_exits_1(
     result = AuditResult.model_validate_json(out.read_text())
     assert result.manifest.candidate.transform == "int8-dynamic"
     assert result.manifest.device == "cpu"
+    # The reference computes in the requested dtype; int8-dynamic always in float32.
+    assert result.manifest.reference.dtype == "bfloat16"
+    assert result.manifest.candidate.dtype == "float32"
     ece = next(check for check in result.gate.checks if check.name == "ece_increase")
     assert ece.judged_on == "interval"
     assert ece.threshold == 0.02  # the default, kept under the partial override
