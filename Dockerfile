@@ -30,7 +30,7 @@ COPY service ./service
 COPY workers ./workers
 COPY migrations ./migrations
 # Editable: `trustdiff migrate` finds alembic.ini and migrations/ next to the packages.
-RUN pip install -e . \
+RUN pip install -e ".[service]" \
     && useradd --system --uid 10001 --home-dir /var/lib/trustdiff trustdiff \
     && mkdir -p /var/lib/trustdiff/uploads /models /data \
     && chown -R trustdiff /var/lib/trustdiff

@@ -1,4 +1,4 @@
-"""Audit use cases: create (validated, idempotent), list, cancel, and their response shapes."""
+"""Audit use cases: create (validated, idempotent), list, cancel."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hashlib
 import json
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,22 +20,15 @@ from service import transitions
 from service.jobs import RUN_AUDIT_TASK, enqueue_after_commit
 from service.models import Audit, AuditStatus, Dataset, Tenant
 from service.problems import Conflict, UnprocessableContent
-from service.schemas import AuditCreate, AuditError, AuditLinks, AuditOut, Progress
-from service.settings import Settings
+from service.schemas import AuditCreate
+from service.settings import DATA_ROOT, UPLOAD_ROOT, Settings
 from trustdiff.config import AuditConfig, DatasetSpec
-
-DATA_ROOT = "data"
-UPLOAD_ROOT = "uploads"
 
 
 def canonical_sha256(document: Any) -> str:
     """sha256 of a JSON document with sorted keys, so key order and spacing do not matter."""
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def dataset_root_path(settings: Settings, dataset_root: str) -> Any:
-    return settings.upload_dir if dataset_root == UPLOAD_ROOT else settings.data_root
 
 
 def _engine_config(
@@ -68,6 +62,15 @@ def _engine_config(
     except ValidationError as error:
         raise UnprocessableContent(str(error), code="config_invalid") from error
     return config, dataset_root, dataset_id
+
+
+def _validate_before_queueing(config: AuditConfig, data_root: Path, settings: Settings) -> None:
+    """The engine's cheap checks: paths inside their roots, checkpoints and dataset readable."""
+    # The engine's validation imports its reader modules, not torch; imported here so the
+    # gateway's import stays light even if the engine package grows.
+    from trustdiff.audit import validate_audit
+
+    validate_audit(config, model_root=settings.model_root, data_root=data_root)
 
 
 def _find_idempotent(session: Session, tenant: Tenant, key: str) -> Audit | None:
@@ -112,15 +115,7 @@ def create_audit(
             code="callback_not_configured",
         )
     config, dataset_root, dataset_id = _engine_config(session, tenant, body)
-    # The engine's validation imports its reader modules, not torch; imported here so the
-    # gateway's import stays light even if the engine package grows.
-    from trustdiff.audit import validate_audit
-
-    validate_audit(
-        config,
-        model_root=settings.model_root,
-        data_root=dataset_root_path(settings, dataset_root),
-    )
+    _validate_before_queueing(config, settings.dataset_folder(dataset_root), settings)
     audit = Audit(
         tenant_id=tenant.id,
         status=AuditStatus.QUEUED,
@@ -135,20 +130,28 @@ def create_audit(
         progress_done=0,
         progress_total=0,
     )
+    winner = _insert_unless_raced(session, tenant, audit)
+    if winner is not None:
+        return _replay(winner, request_sha256), False
+    enqueue_after_commit(session, RUN_AUDIT_TASK, audit.id)
+    return audit, True
+
+
+def _insert_unless_raced(session: Session, tenant: Tenant, audit: Audit) -> Audit | None:
+    """Insert `audit`; None, or the audit a concurrent request with the same key inserted."""
     try:
         # A savepoint: losing the race to a concurrent request with the same key must leave
         # the outer transaction usable for reading the winner.
         with session.begin_nested():
             session.add(audit)
     except IntegrityError:
-        if idempotency_key is None:
+        if audit.idempotency_key is None:
             raise
-        existing = _find_idempotent(session, tenant, idempotency_key)
-        if existing is None:
+        winner = _find_idempotent(session, tenant, audit.idempotency_key)
+        if winner is None:
             raise
-        return _replay(existing, request_sha256), False
-    enqueue_after_commit(session, RUN_AUDIT_TASK, audit.id)
-    return audit, True
+        return winner
+    return None
 
 
 def cancel_audit(session: Session, audit: Audit) -> Audit:
@@ -185,7 +188,7 @@ def list_audits(
     """
     statement = select(Audit).where(Audit.tenant_id == tenant.id)
     if status:
-        statement = statement.where(Audit.status.in_([str(value) for value in status]))
+        statement = statement.where(Audit.status.in_(status))
     if cursor is not None:
         created_at, audit_id = _decode_cursor(cursor)
         statement = statement.where(
@@ -198,39 +201,3 @@ def list_audits(
     audits = list(session.scalars(statement))
     next_cursor = _encode_cursor(audits[limit - 1]) if len(audits) > limit else None
     return audits[:limit], next_cursor
-
-
-def audit_out(audit: Audit) -> AuditOut:
-    base = f"/v1/audits/{audit.id}"
-    progress = None
-    if audit.progress_stage is not None:
-        progress = Progress(
-            stage=audit.progress_stage,
-            done=audit.progress_done or 0,
-            total=audit.progress_total or 0,
-        )
-    error = None
-    if audit.error_code is not None:
-        error = AuditError(code=audit.error_code, message=audit.error_message or "")
-    return AuditOut(
-        id=audit.id,
-        status=audit.status,  # type: ignore[arg-type]  # the CHECK constraint holds it to these
-        progress=progress,
-        error=error,
-        passed=audit.passed,
-        cancel_requested=audit.cancel_requested_at is not None,
-        attempts=audit.attempts,
-        created_at=audit.created_at,
-        updated_at=audit.updated_at,
-        started_at=audit.started_at,
-        finished_at=audit.finished_at,
-        heartbeat_at=audit.heartbeat_at,
-        request=audit.request,
-        links=AuditLinks(
-            self=base,
-            result=f"{base}/result",
-            gate=f"{base}/gate",
-            report=f"{base}/report",
-            cancel=f"{base}/cancel",
-        ),
-    )

@@ -1,12 +1,63 @@
-"""`trustdiff serve | worker | keys create | migrate`: the service's command-line entry points."""
+"""`trustdiff serve | keys create | migrate`: the gateway's commands, added to `trustdiff`.
 
-# Imported by `trustdiff.cli` whenever its parser is built, so nothing heavy at module level:
-# each command imports what it needs when it runs.
+Published in the `trustdiff.commands` entry-point group (pyproject.toml); the engine's CLI
+loads this module whenever it builds its parser, so nothing heavy at module level: each
+command imports what it needs when it runs, after checking that the service extra is there.
+"""
+
 import argparse
+import importlib.util
+import sys
+from collections.abc import Callable
+
+# What the gateway and the workers import; a missing one means the extra was not installed.
+SERVICE_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "celery", "pydantic_settings")
+SERVICE_EXTRA_HINT = "pip install 'trustdiff[service]'"
+EXIT_ERROR = 2
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def missing_service_modules() -> list[str]:
+    """The service's third-party packages that cannot be imported here."""
+    missing = []
+    for name in SERVICE_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ImportError:
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def needs_service_extra(command_name: str, command: Command) -> Command:
+    """`command`, refusing to start with a one-line hint when the service extra is missing."""
+
+    def checked(args: argparse.Namespace) -> int:
+        missing = missing_service_modules()
+        if missing:
+            print(
+                f"error: `trustdiff {command_name}` needs the service extra "
+                f"(missing: {', '.join(missing)}); install it with: {SERVICE_EXTRA_HINT}",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+        return command(args)
+
+    return checked
 
 
 def register_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add the service's subcommands to the `trustdiff` parser."""
+    """Add `serve`, `keys create` and `migrate` to the `trustdiff` parser."""
+    _add_serve(subparsers)
+    _add_keys(subparsers)
+    migrate = subparsers.add_parser("migrate", help="upgrade the database schema")
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.set_defaults(func=needs_service_extra("migrate", _migrate))
+
+
+def _add_serve(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     serve = subparsers.add_parser(
         "serve",
         help="run the HTTP API (and, by default, a worker and the migrations)",
@@ -30,33 +81,21 @@ def register_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentP
         help="do not upgrade the database on start (run `trustdiff migrate` once instead)",
     )
     serve.add_argument("--log-level", default="info")
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(func=needs_service_extra("serve", _serve))
 
-    worker = subparsers.add_parser("worker", help="run a Celery worker that executes audits")
-    worker.add_argument(
-        "--pool",
-        choices=("prefork", "solo", "threads"),
-        default="prefork",
-        help="prefork isolates each audit in a child process (default); solo runs in-process",
-    )
-    worker.add_argument("--concurrency", type=int, default=1, help="audits run at once")
-    worker.add_argument("--log-level", default="info")
-    worker.set_defaults(func=_worker)
 
+def _add_keys(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     keys = subparsers.add_parser("keys", help="manage API keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_commands.add_parser(
         "create", help="create an API key for a tenant and print it (shown only once)"
     )
     create.add_argument("--tenant", required=True, help="tenant name (created when new)")
-    create.set_defaults(func=_keys_create)
-
-    migrate = subparsers.add_parser("migrate", help="upgrade the database schema")
-    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
-    migrate.set_defaults(func=_migrate)
+    create.set_defaults(func=needs_service_extra("keys create", _keys_create))
 
 
-def _prepare_state(*, migrate_embedded: bool) -> None:
+def prepare_state(*, migrate_embedded: bool) -> None:
+    """Create the state folders; migrate the embedded SQLite database when asked."""
     from service.migrations import upgrade_to_head
     from service.settings import get_settings
 
@@ -82,30 +121,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
-def _worker(args: argparse.Namespace) -> int:
-    import os
-
-    _prepare_state(migrate_embedded=True)
-    from workers.celery_app import app, settings
-
-    app.worker_main(
-        [
-            "worker",
-            f"--pool={args.pool}",
-            f"--concurrency={args.concurrency}",
-            f"--queues={settings.queue}",
-            f"--loglevel={args.log_level.upper()}",
-            # Unique per process: several workers on one host must not share a node name.
-            f"--hostname=trustdiff-{os.getpid()}@%h",
-        ]
-    )
-    return 0
-
-
 def _keys_create(args: argparse.Namespace) -> int:
-    import sys
-
-    _prepare_state(migrate_embedded=True)
+    prepare_state(migrate_embedded=True)
     from service.auth import create_api_key
     from service.db import Database
     from service.migrations import current_revision, head_revision
@@ -121,7 +138,7 @@ def _keys_create(args: argparse.Namespace) -> int:
                 f"run `trustdiff migrate` first",
                 file=sys.stderr,
             )
-            return 2
+            return EXIT_ERROR
         with database.transaction() as session:
             _api_key, token = create_api_key(session, args.tenant)
     finally:

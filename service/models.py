@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Enum,
     ForeignKey,
     Index,
     MetaData,
@@ -74,19 +75,27 @@ class Base(DeclarativeBase):
     }
 
 
+# The one list of audit states: the ORM column, the API schema and `service.transitions`.
 class AuditStatus(StrEnum):
+    """An audit's job state: `queued → running → succeeded | failed | cancelled`."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL_STATUSES
 
-
-FINAL_STATUSES = frozenset({AuditStatus.SUCCEEDED, AuditStatus.FAILED, AuditStatus.CANCELLED})
+# Stored as the plain value in a VARCHAR(16) held to the known values by a named CHECK
+# constraint (not a native enum type), so adding a status is a one-line migration.
+AuditStatusColumn = Enum(
+    AuditStatus,
+    native_enum=False,
+    create_constraint=False,
+    length=16,
+    values_callable=lambda statuses: [status.value for status in statuses],
+    validate_strings=True,
+)
 
 
 class Tenant(Base):
@@ -151,7 +160,7 @@ class Audit(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key"),
         CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
+            "status IN ({})".format(", ".join(f"'{status.value}'" for status in AuditStatus)),
             name="status_known",
         ),
         # Newest-first keyset pagination per tenant.
@@ -162,7 +171,7 @@ class Audit(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), default=AuditStatus.QUEUED)
+    status: Mapped[AuditStatus] = mapped_column(AuditStatusColumn, default=AuditStatus.QUEUED)
 
     request: Mapped[dict[str, Any]] = mapped_column(doc="The request body as validated.")
     request_sha256: Mapped[str] = mapped_column(String(64))

@@ -19,20 +19,6 @@ logger = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
-# Engine error code -> HTTP status. Everything the engine refuses before compute is a problem
-# with the request's content (422), not with the URL (404) or the server (5xx).
-ENGINE_ERROR_STATUS: Mapping[str, int] = {
-    "path_outside_root": 422,
-    "checkpoint_invalid": 422,
-    "checkpoint_not_found": 422,
-    "checkpoint_pickled": 422,
-    "checkpoint_remote_code": 422,
-    "label_mismatch": 422,
-    "dataset_invalid": 422,
-    "dataset_not_found": 422,
-    "config_invalid": 422,
-}
-
 
 def problem_type(code: str) -> str:
     # A URN names the problem kind stably without promising a page to dereference.
@@ -109,10 +95,12 @@ def problem_response(
 
 
 def engine_problem(error: TrustdiffError) -> Problem:
-    """The HTTP problem for an engine error: its code, message and details (e.g. `row`)."""
-    problem = UnprocessableContent(error.message, code=error.code, extra=error.details)
-    problem.status = ENGINE_ERROR_STATUS.get(error.code, 422)
-    return problem
+    """The HTTP problem for an engine error: its code, message and details (e.g. `row`).
+
+    Everything the engine refuses before compute is a problem with the request's content
+    (422), not with the URL (404) or the server (5xx).
+    """
+    return UnprocessableContent(error.message, code=error.code, extra=error.details)
 
 
 def _validation_errors(errors: Any) -> list[dict[str, Any]]:
@@ -124,61 +112,59 @@ def _validation_errors(errors: Any) -> list[dict[str, Any]]:
     ]
 
 
+async def _render_problem(_request: Request, exc: Problem) -> JSONResponse:
+    return problem_response(
+        exc.status,
+        title=exc.title,
+        detail=exc.detail,
+        code=exc.code,
+        extra=exc.extra,
+        headers=exc.headers,
+    )
+
+
+async def _render_engine_error(request: Request, exc: TrustdiffError) -> JSONResponse:
+    return await _render_problem(request, engine_problem(exc))
+
+
+async def _render_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = _validation_errors(exc.errors())
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(part) for part in first["loc"])
+    return problem_response(
+        422,
+        title="Invalid request",
+        detail=f"{where}: {first['msg']}" if where else str(first["msg"]),
+        code="invalid_request",
+        extra={"errors": errors},
+    )
+
+
+async def _render_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    phrase = HTTPStatus(exc.status_code).phrase
+    return problem_response(
+        exc.status_code,
+        title=phrase,
+        detail=str(exc.detail) if exc.detail else phrase,
+        code=phrase.lower().replace(" ", "_").replace("-", "_"),
+        headers=exc.headers,
+    )
+
+
+async def _render_unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return problem_response(
+        500,
+        title="Internal server error",
+        detail="The server failed to handle the request; the error has been logged.",
+        code="internal_error",
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Render every error, including FastAPI's own 404/405/422, as problem+json."""
-
-    @app.exception_handler(Problem)
-    async def _problem(_request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
-            exc.status,
-            title=exc.title,
-            detail=exc.detail,
-            code=exc.code,
-            extra=exc.extra,
-            headers=exc.headers,
-        )
-
-    @app.exception_handler(TrustdiffError)
-    async def _engine(_request: Request, exc: TrustdiffError) -> JSONResponse:
-        problem = engine_problem(exc)
-        return problem_response(
-            problem.status,
-            title=problem.title,
-            detail=problem.detail,
-            code=problem.code,
-            extra=problem.extra,
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _validation_errors(exc.errors())
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(part) for part in first["loc"])
-        return problem_response(
-            422,
-            title="Invalid request",
-            detail=f"{where}: {first['msg']}" if where else str(first["msg"]),
-            code="invalid_request",
-            extra={"errors": errors},
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        phrase = HTTPStatus(exc.status_code).phrase
-        return problem_response(
-            exc.status_code,
-            title=phrase,
-            detail=str(exc.detail) if exc.detail else phrase,
-            code=phrase.lower().replace(" ", "_").replace("-", "_"),
-            headers=exc.headers,
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error", exc_info=exc)
-        return problem_response(
-            500,
-            title="Internal server error",
-            detail="The server failed to handle the request; the error has been logged.",
-            code="internal_error",
-        )
+    app.exception_handler(Problem)(_render_problem)
+    app.exception_handler(TrustdiffError)(_render_engine_error)
+    app.exception_handler(RequestValidationError)(_render_validation_error)
+    app.exception_handler(StarletteHTTPException)(_render_http_error)
+    app.exception_handler(Exception)(_render_unexpected_error)

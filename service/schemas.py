@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, HttpUrl, Tag
 
+from service.models import AuditStatus
 from trustdiff.config import AuditOptions, DatasetSpec, RowLimit, RowSampling
+
+if TYPE_CHECKING:
+    from service.models import Audit
 
 
 class _Input(BaseModel):
@@ -74,7 +78,7 @@ class AuditLinks(BaseModel):
 
 class AuditOut(BaseModel):
     id: uuid.UUID
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: AuditStatus
     progress: Progress | None
     error: AuditError | None
     passed: bool | None = Field(description="The gate's verdict once the audit succeeded.")
@@ -87,6 +91,43 @@ class AuditOut(BaseModel):
     heartbeat_at: datetime | None
     request: dict[str, Any] = Field(description="The request as validated, defaults filled in.")
     links: AuditLinks
+
+    @classmethod
+    def from_audit(cls, audit: Audit) -> AuditOut:
+        """The API's view of an audit row (also the body of its callback)."""
+        base = f"/v1/audits/{audit.id}"
+        progress = None
+        if audit.progress_stage is not None:
+            progress = Progress(
+                stage=audit.progress_stage,
+                done=audit.progress_done or 0,
+                total=audit.progress_total or 0,
+            )
+        error = None
+        if audit.error_code is not None:
+            error = AuditError(code=audit.error_code, message=audit.error_message or "")
+        return cls(
+            id=audit.id,
+            status=audit.status,
+            progress=progress,
+            error=error,
+            passed=audit.passed,
+            cancel_requested=audit.cancel_requested_at is not None,
+            attempts=audit.attempts,
+            created_at=audit.created_at,
+            updated_at=audit.updated_at,
+            started_at=audit.started_at,
+            finished_at=audit.finished_at,
+            heartbeat_at=audit.heartbeat_at,
+            request=audit.request,
+            links=AuditLinks(
+                self=base,
+                result=f"{base}/result",
+                gate=f"{base}/gate",
+                report=f"{base}/report",
+                cancel=f"{base}/cancel",
+            ),
+        )
 
 
 class AuditPage(BaseModel):

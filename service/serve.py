@@ -91,8 +91,9 @@ def serve(*, host: str, port: int, start_worker: bool, migrate: bool, log_level:
         upgrade_to_head(settings.database_url)
     supervisor = None
     if start_worker:
+        # The public `trustdiff worker` command: the gateway starts a worker, never imports one.
         # solo: one process is enough on a laptop, and there is nothing to fork per audit.
-        command = [sys.executable, "-m", "service.cli", "worker", "--pool=solo"]
+        command = [sys.executable, "-m", "trustdiff", "worker", "--pool=solo"]
         supervisor = WorkerSupervisor([*command, f"--log-level={log_level}"])
     # uvicorn stops gracefully on SIGTERM, then re-raises it; with the default handler that
     # would kill this process before the `finally` below stops the worker.

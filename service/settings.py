@@ -11,6 +11,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
 
+# Which folder an audit's dataset path is relative to (stored in `audits.dataset_root`).
+DATA_ROOT = "data"
+UPLOAD_ROOT = "uploads"
+
 
 def default_home() -> Path:
     """Where the embedded default keeps its state: `$XDG_DATA_HOME/trustdiff` or ~/.local/share."""
@@ -90,6 +94,10 @@ class Settings(BaseSettings):
     @property
     def is_embedded_database(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def dataset_folder(self, dataset_root: str) -> Path:
+        """The folder a stored `dataset_root` (`DATA_ROOT` or `UPLOAD_ROOT`) stands for."""
+        return self.upload_dir if dataset_root == UPLOAD_ROOT else self.data_root
 
     def ensure_state_folders(self) -> None:
         """Create the folders the embedded default writes to (no-op for existing ones)."""

@@ -173,39 +173,48 @@ def recover_stale_audits(
         .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)
     ).all()
-    touched = []
     for audit in stale:
-        touched.append(audit.id)
-        silent_for = (now - audit.heartbeat_at).total_seconds() if audit.heartbeat_at else None
-        if audit.cancel_requested_at is not None:
-            _finish(session, audit, AuditStatus.CANCELLED, now)
-        elif audit.attempts < max_attempts:
-            logger.warning(
-                "audit %s: worker %s silent %ss, re-queued", audit.id, audit.worker, silent_for
-            )
-            audit.status = AuditStatus.QUEUED
-            audit.worker = None
-            audit.heartbeat_at = None
-            audit.progress_stage, audit.progress_done, audit.progress_total = "queued", 0, 0
-            enqueue_after_commit(session, RUN_AUDIT_TASK, audit.id)
-        else:
-            logger.warning(
-                "audit %s: worker %s silent %ss, failed", audit.id, audit.worker, silent_for
-            )
-            audit.error_code = WORKER_LOST
-            audit.error_message = (
-                f"the worker running this audit stopped responding (no heartbeat for "
-                f"{heartbeat_timeout.total_seconds():.0f}s) after {audit.attempts} attempt(s); "
-                f"it may have run out of memory or been restarted"
-            )
-            _finish(session, audit, AuditStatus.FAILED, now)
+        _recover_lost_run(
+            session, audit, now=now, heartbeat_timeout=heartbeat_timeout, max_attempts=max_attempts
+        )
     unsent = session.scalars(
         select(Audit)
         .where(Audit.status == AuditStatus.QUEUED, Audit.enqueue_failed_at.is_not(None))
         .with_for_update(skip_locked=True)
     ).all()
     for audit in unsent:
-        touched.append(audit.id)
         audit.enqueue_failed_at = None
         enqueue_after_commit(session, RUN_AUDIT_TASK, audit.id)
-    return touched
+    return [audit.id for audit in [*stale, *unsent]]
+
+
+def _recover_lost_run(
+    session: Session,
+    audit: Audit,
+    *,
+    now: datetime,
+    heartbeat_timeout: timedelta,
+    max_attempts: int,
+) -> None:
+    """running (worker lost) → cancelled if asked, else queued again, else failed."""
+    silent_for = (now - audit.heartbeat_at).total_seconds() if audit.heartbeat_at else None
+    if audit.cancel_requested_at is not None:
+        _finish(session, audit, AuditStatus.CANCELLED, now)
+    elif audit.attempts < max_attempts:
+        logger.warning(
+            "audit %s: worker %s silent %ss, re-queued", audit.id, audit.worker, silent_for
+        )
+        audit.status = AuditStatus.QUEUED
+        audit.worker = None
+        audit.heartbeat_at = None
+        audit.progress_stage, audit.progress_done, audit.progress_total = "queued", 0, 0
+        enqueue_after_commit(session, RUN_AUDIT_TASK, audit.id)
+    else:
+        logger.warning("audit %s: worker %s silent %ss, failed", audit.id, audit.worker, silent_for)
+        audit.error_code = WORKER_LOST
+        audit.error_message = (
+            f"the worker running this audit stopped responding (no heartbeat for "
+            f"{heartbeat_timeout.total_seconds():.0f}s) after {audit.attempts} attempt(s); "
+            f"it may have run out of memory or been restarted"
+        )
+        _finish(session, audit, AuditStatus.FAILED, now)

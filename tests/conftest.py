@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 from tests.tiny_models import build_tiny_bert, sentiment_rows, write_dataset
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `trustdiff serve|worker|keys|migrate` are found through the installed package metadata;
+    # an install made before they were published there cannot run the service tests.
+    if not entry_points(group="trustdiff.commands"):
+        raise pytest.UsageError(
+            "the installed trustdiff metadata has no `trustdiff.commands` entry points; "
+            "reinstall: `.venv/bin/python -m pip install --no-deps -e .` (or `make install`)"
+        )
+
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -10,6 +10,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from functools import partial
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import IO, Any, get_args
 
@@ -38,6 +39,9 @@ EXIT_PASSED = 0
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+# Packages that add subcommands to `trustdiff` publish `register(subparsers)` here.
+COMMANDS_ENTRY_POINT_GROUP = "trustdiff.commands"
 
 _AUDIT_EPILOG = """\
 exit status:
@@ -522,13 +526,26 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     schema.set_defaults(func=_schema_command)
     register_remote_commands(subparsers)
-    try:
-        from service.cli import register_commands
-    except ImportError:
-        pass  # the engine installs and runs without the service package
-    else:
-        register_commands(subparsers)
+    _add_plugin_commands(subparsers)
     return parser
+
+
+def _add_plugin_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Subcommands other installed packages publish in the `trustdiff.commands` entry points.
+
+    Each entry point names a `register(subparsers)` callable; the engine knows nothing else
+    about them. One that fails to load is reported and skipped: `audit` must keep working.
+    """
+    for entry_point in sorted(entry_points(group=COMMANDS_ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            register = entry_point.load()
+        except Exception as error:
+            print(
+                f"warning: commands from {entry_point.value!r} are unavailable: {error}",
+                file=sys.stderr,
+            )
+            continue
+        register(subparsers)
 
 
 def _one_line(error: BaseException) -> str:

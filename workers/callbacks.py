@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from service.audits import audit_out
 from service.db import Database
 from service.models import Audit, utc_now
+from service.schemas import AuditOut
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def sign_body(body: bytes, secret: str) -> str:
 
 
 def callback_body(audit: Audit) -> bytes:
-    resource = audit_out(audit).model_dump(mode="json")
+    resource = AuditOut.from_audit(audit).model_dump(mode="json")
     document: dict[str, Any] = {
         "event": "audit.finished",
         "audit_id": resource["id"],
@@ -46,20 +46,12 @@ def callback_body(audit: Audit) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def deliver_callback(
-    audit_id: str | uuid.UUID,
-    *,
-    database: Database | None = None,
-    settings: Settings | None = None,
-) -> bool:
+def deliver_callback(audit_id: str | uuid.UUID, *, database: Database, settings: Settings) -> bool:
     """POST the audit's final status and gate once; True when delivered (or nothing to do).
 
     Raises `CallbackDeliveryError` on a non-2xx answer or a network error, for the task to
     retry with backoff. The same body bytes are signed and sent on every attempt.
     """
-    from workers.celery_app import worker_context
-
-    database, settings = worker_context(database, settings)
     with database.transaction() as session:
         audit = session.scalars(
             select(Audit).where(Audit.id == uuid.UUID(str(audit_id)))
@@ -94,12 +86,8 @@ def deliver_callback(
     return True
 
 
-def record_callback_failure(
-    audit_id: str | uuid.UUID, reason: str, *, database: Database | None = None
-) -> None:
-    from workers.celery_app import worker_context
-
-    database, _settings = worker_context(database)
+def record_callback_failure(audit_id: str | uuid.UUID, reason: str, *, database: Database) -> None:
+    """Give up on the callback, keeping the reason on the audit for its owner to read."""
     logger.warning("audit %s: callback abandoned: %s", audit_id, reason)
     with database.transaction() as session:
         audit = session.get(Audit, uuid.UUID(str(audit_id)))

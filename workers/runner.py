@@ -10,8 +10,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -19,8 +21,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service import transitions
-from service.audits import dataset_root_path
 from service.db import Database
+from service.models import AuditStatus
 from service.problems import NotFound
 from service.settings import Settings
 from service.transitions import InvalidTransition, Progress
@@ -138,40 +140,68 @@ def _result_document(result: AuditResult) -> dict[str, Any]:
 
 
 def run_audit_job(
-    audit_id: str | uuid.UUID,
-    *,
-    database: Database | None = None,
-    settings: Settings | None = None,
-) -> str | None:
+    audit_id: str | uuid.UUID, *, database: Database, settings: Settings
+) -> AuditStatus | None:
     """Run a queued audit to its end; returns its final status, or None if it was not queued.
 
     The engine runs with no transaction open; the heartbeat thread writes progress. Engine
     errors fail the audit with their code and message, a cancel at a batch boundary cancels
     it, anything else fails it with a generic message (the traceback goes to the log).
     """
-    from workers.celery_app import worker_context
-
-    database, settings = worker_context(database, settings)
     audit_id = uuid.UUID(str(audit_id))
     claimed = _claim(database, audit_id)
     if claimed is None:
         return None
     config_json, dataset_root = claimed
+    stored = _stored_config(config_json, audit_id)
+    if isinstance(stored, Outcome):
+        outcome = stored
+    else:
+        logger.info("audit %s: running", audit_id)
+        outcome = _run_engine(
+            stored,
+            audit_id,
+            database=database,
+            settings=settings,
+            data_root=settings.dataset_folder(dataset_root),
+        )
+    _store_outcome(database, audit_id, outcome.store)
+    logger.info("audit %s: %s", audit_id, outcome.status)
+    return outcome.status
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: the final status and the transition that records it."""
+
+    status: AuditStatus
+    store: Callable[[Session], Any]
+
+
+def _failed(audit_id: uuid.UUID, code: str, message: str) -> Outcome:
+    store = partial(transitions.mark_failed, audit_id=audit_id, code=code, message=message)
+    return Outcome(AuditStatus.FAILED, store)
+
+
+def _stored_config(config_json: dict[str, Any], audit_id: uuid.UUID) -> AuditConfig | Outcome:
+    """The engine's config as stored, or the failure when this engine no longer accepts it."""
     try:
-        config = AuditConfig.model_validate(config_json)
+        return AuditConfig.model_validate(config_json)
     except ValidationError as error:
         # Stored by an older release whose config this engine no longer accepts.
         message = f"the stored audit configuration is no longer valid: {error}"
-        _store_outcome(
-            database,
-            audit_id,
-            partial(
-                transitions.mark_failed, audit_id=audit_id, code="config_invalid", message=message
-            ),
-        )
-        return "failed"
-    logger.info("audit %s: running", audit_id)
+        return _failed(audit_id, "config_invalid", message)
 
+
+def _run_engine(
+    config: AuditConfig,
+    audit_id: uuid.UUID,
+    *,
+    database: Database,
+    settings: Settings,
+    data_root: Path,
+) -> Outcome:
+    """Run the engine with a heartbeat beside it; every way it can end becomes an Outcome."""
     from trustdiff.audit import run_audit
 
     heartbeat = Heartbeat(database, audit_id, settings.heartbeat_interval_s)
@@ -180,48 +210,34 @@ def run_audit_job(
         result = run_audit(
             config,
             model_root=settings.model_root,
-            data_root=dataset_root_path(settings, dataset_root),
+            data_root=data_root,
             progress=heartbeat.report,
             should_cancel=heartbeat.should_cancel,
         )
         document = _result_document(result)
     except AuditCancelledError:
         logger.info("audit %s: cancelled", audit_id)
-        outcome: Callable[[Session], Any] = partial(transitions.mark_cancelled, audit_id=audit_id)
-        status = "cancelled"
+        return Outcome(
+            AuditStatus.CANCELLED, partial(transitions.mark_cancelled, audit_id=audit_id)
+        )
     except TrustdiffError as error:
         logger.info("audit %s: failed: %s: %s", audit_id, error.code, error.message)
-        outcome = partial(
-            transitions.mark_failed, audit_id=audit_id, code=error.code, message=error.message
-        )
-        status = "failed"
+        return _failed(audit_id, error.code, error.message)
     except Exception:
         logger.exception("audit %s: unexpected error", audit_id)
-        outcome = partial(
-            transitions.mark_failed,
-            audit_id=audit_id,
-            code=INTERNAL_ERROR,
-            message=f"the audit stopped on an unexpected error; the worker log has the "
-            f"details (search for audit {audit_id})",
+        message = (
+            f"the audit stopped on an unexpected error; the worker log has the details "
+            f"(search for audit {audit_id})"
         )
-        status = "failed"
-    else:
-        outcome = partial(transitions.mark_succeeded, audit_id=audit_id, result=document)
-        status = "succeeded"
+        return _failed(audit_id, INTERNAL_ERROR, message)
     finally:
         heartbeat.stop()
-    _store_outcome(database, audit_id, outcome)
-    logger.info("audit %s: %s", audit_id, status)
-    return status
+    store = partial(transitions.mark_succeeded, audit_id=audit_id, result=document)
+    return Outcome(AuditStatus.SUCCEEDED, store)
 
 
-def sweep_stale_audits(
-    *, database: Database | None = None, settings: Settings | None = None
-) -> list[uuid.UUID]:
+def sweep_stale_audits(*, database: Database, settings: Settings) -> list[uuid.UUID]:
     """Re-queue or fail audits whose worker died; re-send jobs the broker refused."""
-    from workers.celery_app import worker_context
-
-    database, settings = worker_context(database, settings)
     with database.transaction() as session:
         touched = transitions.recover_stale_audits(
             session,

@@ -8,7 +8,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from service.jobs import DELIVER_CALLBACK_TASK, RUN_AUDIT_TASK
 from workers.callbacks import CallbackDeliveryError, deliver_callback, record_callback_failure
-from workers.celery_app import app, settings
+from workers.celery_app import app, runtime
 from workers.runner import run_audit_job
 
 # A database or broker that blips: retrying later is right. Anything else is the audit's own
@@ -25,21 +25,22 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerOperationalError)
     max_retries=5,
 )
 def run_audit(audit_id: str) -> None:
-    run_audit_job(audit_id)
+    run_audit_job(audit_id, database=runtime.database, settings=runtime.settings)
 
 
 @app.task(
     name=DELIVER_CALLBACK_TASK,
     bind=True,
     acks_late=True,
-    max_retries=settings.callback_max_attempts - 1,
+    max_retries=runtime.settings.callback_max_attempts - 1,
 )
 def send_audit_callback(self: Task, audit_id: str) -> None:
+    settings = runtime.settings
     try:
-        deliver_callback(audit_id)
+        deliver_callback(audit_id, database=runtime.database, settings=settings)
     except CallbackDeliveryError as error:
         if self.request.retries >= settings.callback_max_attempts - 1:
-            record_callback_failure(audit_id, str(error))
+            record_callback_failure(audit_id, str(error), database=runtime.database)
             return
         delay = settings.callback_backoff_s * 2**self.request.retries
         raise self.retry(exc=error, countdown=delay) from error

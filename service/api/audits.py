@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from service import audits as audit_service
 from service.api.deps import AppSettings, CurrentAudit, CurrentTenant, DbSession
+from service.api.responses import PROBLEMS
 from service.models import Audit, AuditStatus
 from service.problems import Conflict
 from service.schemas import AuditCreate, AuditOut, AuditPage, ProblemOut
 from trustdiff.result import AuditResult, Gate
 
 router = APIRouter(prefix="/audits", tags=["audits"])
-
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ProblemOut, "content": {"application/problem+json": {}}}
-    for code in (401, 404, 422)
-}
 
 
 def _require_succeeded(audit: Audit, what: str) -> None:
@@ -56,7 +52,7 @@ def create_audit(
         session, tenant, body, idempotency_key=idempotency_key, settings=settings
     )
     response.headers["Location"] = f"/v1/audits/{audit.id}"
-    return audit_service.audit_out(audit)
+    return AuditOut.from_audit(audit)
 
 
 @router.get("", responses=PROBLEMS)
@@ -71,13 +67,13 @@ def list_audits(
     audits, next_cursor = audit_service.list_audits(
         session, tenant, status=status, limit=limit, cursor=cursor
     )
-    return AuditPage(items=[audit_service.audit_out(a) for a in audits], next_cursor=next_cursor)
+    return AuditPage(items=[AuditOut.from_audit(a) for a in audits], next_cursor=next_cursor)
 
 
 @router.get("/{audit_id}", responses=PROBLEMS)
 def get_audit(audit: CurrentAudit) -> AuditOut:
     """Status, progress, timestamps, and the error when it failed."""
-    return audit_service.audit_out(audit)
+    return AuditOut.from_audit(audit)
 
 
 @router.post(
@@ -91,7 +87,7 @@ def cancel_audit(audit: CurrentAudit, session: DbSession, response: Response) ->
     audit = audit_service.cancel_audit(session, audit)
     if audit.status == AuditStatus.CANCELLED:
         response.status_code = status.HTTP_200_OK
-    return audit_service.audit_out(audit)
+    return AuditOut.from_audit(audit)
 
 
 @router.get(

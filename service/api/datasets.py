@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
 from service import datasets as dataset_service
-from service.api.audits import PROBLEMS
 from service.api.deps import AppSettings, CurrentDataset, CurrentTenant, DbSession
+from service.api.responses import PROBLEMS
 from service.models import Dataset
 from service.schemas import DatasetOut, ProblemOut
 from trustdiff.config import DatasetSpec

@@ -231,7 +231,7 @@ def worker(
 ) -> Iterator[WorkerProcess]:
     """A real Celery worker process (solo pool) on this session's queue."""
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    command = [sys.executable, "-m", "service.cli", "worker", "--pool=solo", "--log-level=info"]
+    command = [sys.executable, "-m", "trustdiff", "worker", "--pool=solo", "--log-level=info"]
     process = start_process(
         command,
         {**os.environ, **service_env},

@@ -102,13 +102,14 @@ def test_engine_cli_gains_the_service_commands() -> None:
     assert parser.parse_args(["serve"]).port == 8000
 
 
-def test_service_cli_module_imports_nothing_beyond_the_standard_library() -> None:
+@pytest.mark.parametrize("module", ["service.cli", "workers.cli"])
+def test_cli_command_modules_import_nothing_beyond_the_standard_library(module: str) -> None:
     # `trustdiff --help` builds the whole parser, service commands included: it must stay fast.
     script = (
         "import sys\n"
         "before = set(sys.modules)\n"
-        "import service.cli\n"
-        "new = {m.split('.')[0] for m in set(sys.modules) - before} - {'service'}\n"
+        f"import {module}\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before} - {'service', 'workers'}\n"
         "print(sorted(new - set(sys.stdlib_module_names)))\n"
     )
     completed = subprocess.run(
@@ -126,7 +127,7 @@ def test_keys_create_prints_a_working_key_once(
     client: TestClient, service_env: dict[str, str]
 ) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "service.cli", "keys", "create", "--tenant", "pipeline"],
+        [sys.executable, "-m", "trustdiff", "keys", "create", "--tenant", "pipeline"],
         cwd=REPOSITORY_ROOT,
         env={**os.environ, **service_env},
         capture_output=True,

@@ -1,0 +1,55 @@
+"""`trustdiff worker`: run a Celery worker that executes audits.
+
+Published in the `trustdiff.commands` entry-point group (pyproject.toml). Loaded whenever the
+engine's CLI builds its parser, so nothing heavy at module level.
+"""
+
+import argparse
+import os
+
+from service.cli import needs_service_extra, prepare_state
+
+
+def register_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add `worker` to the `trustdiff` parser."""
+    worker = subparsers.add_parser("worker", help="run a Celery worker that executes audits")
+    worker.add_argument(
+        "--pool",
+        choices=("prefork", "solo", "threads"),
+        default="prefork",
+        help="prefork isolates each audit in a child process (default); solo runs in-process",
+    )
+    worker.add_argument("--concurrency", type=int, default=1, help="audits run at once")
+    worker.add_argument("--log-level", default="info")
+    worker.set_defaults(func=needs_service_extra("worker", _worker))
+
+
+def _worker(args: argparse.Namespace) -> int:
+    prepare_state(migrate_embedded=True)
+    from workers.celery_app import app, runtime
+
+    app.worker_main(
+        [
+            "worker",
+            f"--pool={args.pool}",
+            f"--concurrency={args.concurrency}",
+            f"--queues={runtime.settings.queue}",
+            f"--loglevel={args.log_level.upper()}",
+            # Unique per process: several workers on one host must not share a node name.
+            f"--hostname=trustdiff-{os.getpid()}@%h",
+        ]
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m workers.cli worker ...`: the command without the engine's CLI around it."""
+    parser = argparse.ArgumentParser(prog="trustdiff-worker")
+    register_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
