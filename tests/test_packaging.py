@@ -24,7 +24,6 @@ SERVICE_PACKAGES = {
     "starlette",
     "uvicorn",
     "python-multipart",
-    "httpx",
     "sqlalchemy",
     "alembic",
     "psycopg",
@@ -90,7 +89,7 @@ def test_core_requirements_hold_no_service_package() -> None:
 
 def test_the_blocked_modules_cover_the_service_stack() -> None:
     blocked = set(service_import_names())
-    assert {"fastapi", "uvicorn", "sqlalchemy", "alembic", "celery", "redis", "httpx"} <= blocked
+    assert {"fastapi", "uvicorn", "sqlalchemy", "alembic", "celery", "redis"} <= blocked
     assert not blocked & {"torch", "transformers", "pydantic", "numpy", "trustdiff"}
 
 
