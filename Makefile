@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install services browser lint typecheck pytest test demo demo-build bench bench-quick openapi clean
+.PHONY: install services browser lint typecheck pytest test demo demo-build bench bench-quick bench-gpu openapi clean
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,11 @@ bench: install
 # A small run that checks the benchmark works (its figures mean nothing).
 bench-quick: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) bench/bench_explain.py --quick
+
+# The GPU path: 500 sentence pairs x 2 BERT-base-sized models (LIME 1000 + SHAP 500 + floor).
+# Without CUDA it runs a tiny smoke variant.
+bench-gpu: install
+	$(PY) bench/bench_gpu.py
 
 openapi: install
 	$(PY) -m service.openapi_export > openapi/openapi.json

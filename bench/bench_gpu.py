@@ -1,0 +1,272 @@
+"""Time the GPU path: 500 sentence pairs × 2 BERT-base-sized models, LIME + SHAP + noise floor.
+
+The workload of a realistic audit on an accelerator: every pair predicted by both models,
+then each pair explained for both models with LIME (1,000 samples) and Partition SHAP (500
+evaluations), the reference explained again for the noise floor. The models are BERT-base
+sized (12 layers, 768 hidden, 12 heads, 3,072 FFN), built from a config with random weights
+and a WordPiece vocabulary this script writes (no model hub); the candidate is the reference
+with weight noise, so both models cost full forward passes and share one tokenizer. The
+sentence pairs are synthetic, with premise/hypothesis lengths like NLI data.
+
+Prints seconds per stage, the evaluator's counters (forward passes, real and padded tokens),
+the achieved TFLOP/s on real tokens and the ratio to the FLOP limit (useful FLOPs ÷ the
+device's dense bf16 peak). Without CUDA it runs a tiny smoke variant whose figures mean
+nothing (`--smoke` forces it on a GPU too).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse
+import json
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from trustdiff.config import ExplainSettings  # noqa: E402
+from trustdiff.datasets import TextInput  # noqa: E402
+from trustdiff.explain import explain_and_align  # noqa: E402
+from trustdiff.inference import BatchingEvaluator, ModelRunner, load_model_runner  # noqa: E402
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+             "intermediate_size": 3072}  # fmt: skip
+SMOKE_MODEL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "intermediate_size": 128}  # fmt: skip
+# Dense bf16 tensor-core peaks (no sparsity), from the vendors' data sheets.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12,
+                   "L4": 121e12, "A10": 125e12}  # fmt: skip
+RESULTS = ROOT / "bench" / "results"
+
+
+def synthetic_vocabulary(size: int, *, seed: int) -> list[str]:
+    """`size` distinct lower-case pseudo-words of 1–3 syllables (whole WordPiece tokens)."""
+    rng = np.random.default_rng(seed)
+    onsets = [*"bcdfghjklmnprstvwz", "ch", "sh", "th", "st", "br", "tr", "pl"]
+    vowels = ["a", "e", "i", "o", "u", "ai", "ea", "ou"]
+    codas = ["", "", "n", "r", "s", "t", "l", "nd", "st"]
+    words: dict[str, None] = {}
+    while len(words) < size:
+        syllables = int(rng.integers(1, 4))
+        words[
+            "".join(
+                rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas)
+                for _ in range(syllables)
+            )
+        ] = None
+    return list(words)
+
+
+def sentence_pairs(words: list[str], count: int, *, seed: int) -> list[tuple[str, str]]:
+    """Premise ~ 8–40 words (mean ≈ 20), hypothesis ~ 4–20 (mean ≈ 10), as in NLI sets."""
+    rng = np.random.default_rng(seed)
+
+    def sentence(mean: float, low: int, high: int) -> str:
+        length = int(np.clip(rng.gamma(4.0, mean / 4.0), low, high))
+        return " ".join(rng.choice(words, size=length))
+
+    return [(sentence(20, 8, 40), sentence(10, 4, 20)) for _ in range(count)]
+
+
+def build_models(folder: Path, words: list[str], model: dict[str, int]) -> tuple[Path, Path]:
+    """Reference and candidate (reference + weight noise) checkpoints sharing one tokenizer."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    vocabulary = SPECIAL_TOKENS + words
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocabulary)})
+    config = BertConfig(vocab_size=len(vocabulary), num_labels=3, **model)
+    torch.manual_seed(0)
+    reference = BertForSequenceClassification(config).eval()
+    candidate = BertForSequenceClassification(config).eval()
+    candidate.load_state_dict(reference.state_dict())
+    with torch.no_grad():
+        for parameter in candidate.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.002)
+    paths = folder / "reference", folder / "candidate"
+    for path, network in zip(paths, (reference, candidate), strict=True):
+        network.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    return paths
+
+
+def forward_flops(runner: ModelRunner, tokens: int, mean_length: float) -> float:
+    """Forward FLOPs of `tokens` real tokens: 2 × non-embedding weights per token, plus
+    attention's QKᵀ and AV (4 × layers × hidden × sequence length per token)."""
+    config: Any = runner.model.config
+    embeddings = sum(
+        parameter.numel()
+        for name, parameter in runner.model.named_parameters()
+        if "embeddings" in name
+    )
+    weights = runner.num_parameters - embeddings
+    attention = 4 * config.num_hidden_layers * config.hidden_size * mean_length
+    return float(tokens) * (2 * weights + attention)
+
+
+def device_peak(device: torch.device, override: float | None) -> tuple[str, float | None]:
+    if device.type != "cuda":
+        return "cpu", override
+    name = torch.cuda.get_device_name(device)
+    if override is not None:
+        return name, override
+    return name, next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+class _Pairs:
+    """The dataset as the explainers read it (gold labels are not used here)."""
+
+    def __init__(self, inputs: list[TextInput]) -> None:
+        self.inputs = inputs
+        self.labels = [0] * len(inputs)
+
+
+def run(arguments: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    smoke = arguments.smoke or device.type != "cuda"
+    pairs = 4 if smoke else arguments.pairs
+    settings = ExplainSettings(
+        instances=pairs,
+        lime_samples=50 if smoke else arguments.lime_samples,
+        shap_max_evals=50 if smoke else arguments.shap_max_evals,
+        noise_floor=True,
+    )
+    words = synthetic_vocabulary(8000, seed=0)
+    dataset_inputs: list[TextInput] = list(sentence_pairs(words, pairs, seed=1))
+    with tempfile.TemporaryDirectory(prefix="trustdiff-bench-gpu-") as folder:
+        reference_path, candidate_path = build_models(
+            Path(folder), words, SMOKE_MODEL if smoke else BERT_BASE
+        )
+        runners = [
+            load_model_runner(path, transform=None, device=str(device), dtype=arguments.dtype)
+            for path in (reference_path, candidate_path)
+        ]
+    evaluator = BatchingEvaluator(runners)
+    # Warm-up, not timed: CUDA context and kernels, the allocator, shap's numba kernels.
+    warm_settings = settings.model_copy(update={"instances": 1})
+    explain_and_align(
+        evaluator,
+        _Pairs(dataset_inputs[:1]),
+        reference_proba=np.full((1, 3), 1 / 3),
+        candidate_proba=np.full((1, 3), 1 / 3),
+        settings=warm_settings,
+        labels=["a", "b", "c"],
+        seed=1,
+        progress=None,
+        should_cancel=None,
+    )
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    evaluator.clear_cache()
+    warm = evaluator.stats.as_dict()
+
+    started = time.perf_counter()
+    reference_proba, candidate_proba = evaluator.predict_proba(dataset_inputs)
+    predicted = time.perf_counter()
+
+    explain_and_align(
+        evaluator,
+        _Pairs(dataset_inputs),
+        reference_proba=reference_proba,
+        candidate_proba=candidate_proba,
+        settings=settings,
+        labels=["a", "b", "c"],
+        seed=0,
+        progress=None,
+        should_cancel=None,
+    )
+    finished = time.perf_counter()
+    stats = {name: value - warm[name] for name, value in evaluator.stats.as_dict().items()}
+    rows = max(stats["unique_inputs_forwarded"], 1)
+    mean_length = stats["real_tokens"] / (2 * rows)
+    flops = sum(
+        forward_flops(runner, int(stats["real_tokens"] / 2), mean_length) for runner in runners
+    )
+    seconds = finished - started
+    name, peak = device_peak(device, arguments.peak_tflops and arguments.peak_tflops * 1e12)
+    return {
+        "created_at": datetime.now(UTC).isoformat(),
+        "smoke": smoke,
+        "device": name,
+        "dtype": str(runners[0].dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "pairs": pairs,
+        "lime_samples": settings.lime_samples,
+        "shap_max_evals": settings.shap_max_evals,
+        "seconds": {
+            "total": seconds,
+            "predict": predicted - started,
+            "explain": finished - predicted,
+            "forward": stats["forward_seconds"],
+        },
+        "evaluator": stats,
+        "padding": stats["padded_tokens"] / max(stats["real_tokens"], 1) - 1,
+        "useful_tflop": flops / 1e12,
+        "achieved_tflops": flops / seconds / 1e12,
+        "peak_tflops": None if peak is None else peak / 1e12,
+        "flop_limit_seconds": None if peak is None else flops / peak,
+        "ratio_to_flop_limit": None if peak is None else seconds / (flops / peak),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=500)
+    parser.add_argument("--lime-samples", type=int, default=1000)
+    parser.add_argument("--shap-max-evals", type=int, default=500)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument(
+        "--peak-tflops", type=float, help="the device's dense peak, when not in the table"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny run, even on a GPU")
+    arguments = parser.parse_args()
+    if not torch.cuda.is_available() and not arguments.smoke:
+        print("no CUDA device: running the tiny smoke variant (its figures mean nothing)")
+    result = run(arguments)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"bench_gpu-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    seconds = result["seconds"]
+    print(
+        f"device {result['device']}  dtype {result['dtype']}  pairs {result['pairs']}  "
+        f"LIME {result['lime_samples']}  SHAP {result['shap_max_evals']}  + noise floor"
+    )
+    print(
+        f"seconds: total {seconds['total']:.1f}  predict {seconds['predict']:.1f}  "
+        f"explain {seconds['explain']:.1f}  in the evaluator {seconds['forward']:.1f}"
+    )
+    stats = result["evaluator"]
+    print(
+        f"forward passes {stats['batches']:.0f}  unique inputs "
+        f"{stats['unique_inputs_forwarded']:.0f}  real tokens {stats['real_tokens']:.0f}  "
+        f"padding {result['padding']:.1%}"
+    )
+    print(
+        f"achieved {result['achieved_tflops']:.1f} TFLOP/s on {result['useful_tflop']:.1f} "
+        f"useful TFLOP"
+    )
+    if result["ratio_to_flop_limit"] is not None:
+        print(
+            f"FLOP limit {result['flop_limit_seconds']:.1f} s at {result['peak_tflops']:.0f} "
+            f"TFLOP/s: ratio {result['ratio_to_flop_limit']:.1f}"
+        )
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
