@@ -22,35 +22,20 @@ from trustdiff.checkpoints import (
     fingerprint_checkpoint,
     inspect_checkpoint,
 )
-from trustdiff.config import AuditConfig, CalibrationSettings, CheckpointSpec
+from trustdiff.config import AuditConfig, CheckpointSpec
 from trustdiff.datasets import Dataset, read_dataset
 from trustdiff.errors import AuditCancelledError, ConfigError
 from trustdiff.gate import evaluate_gate
-from trustdiff.metrics import parity as parity_metrics
-from trustdiff.metrics.bootstrap import paired_bootstrap_replicates, percentile_interval
-from trustdiff.metrics.calibration import (
-    BINNINGS,
-    Binning,
-    CalibrationSummary,
-    calibration_summary,
-    reliability_bins,
-)
 from trustdiff.paths import resolve_under_root
+from trustdiff.prediction_summary import summarize_predictions
 from trustdiff.result import (
     AuditResult,
-    BinnedCalibration,
-    Calibration,
     CheckpointManifest,
     DatasetManifest,
     Explanation,
     Instance,
-    Interval,
     Manifest,
     MethodAlignment,
-    ModelCalibration,
-    ModelParity,
-    Parity,
-    ReliabilityBin,
 )
 
 if TYPE_CHECKING:
@@ -59,7 +44,6 @@ if TYPE_CHECKING:
 
 ProgressCallback = Callable[[str, int, int], None]
 STAGES = ("validate", "load", "predict", "metrics", "explain", "gate")
-CALIBRATION_DELTA_METRICS = ("ece", "mce", "classwise_ece", "brier", "nll")
 VERSIONED_PACKAGES = (
     "trustdiff",
     "torch",
@@ -134,57 +118,6 @@ def validate_audit(
     )
 
 
-# --- metrics --------------------------------------------------------------------------------
-
-
-def _interval(value: float, replicates: NDArray[np.float64] | None, level: float) -> Interval:
-    if replicates is None:
-        return Interval(value=value)
-    low, high = percentile_interval(replicates, confidence_level=level)
-    return Interval(value=value, ci_low=low, ci_high=high)
-
-
-def _reliability(
-    y_true: NDArray[np.intp], proba: NDArray[np.float64], *, n_bins: int, binning: Binning
-) -> tuple[CalibrationSummary, BinnedCalibration]:
-    """One binning's scalar metrics and its reliability diagram."""
-    summary = calibration_summary(y_true, proba, n_bins=n_bins, binning=binning)
-    bins = [
-        ReliabilityBin(
-            lower=stats.lower,
-            upper=stats.upper,
-            count=stats.count,
-            mean_confidence=stats.mean_confidence,
-            accuracy=stats.accuracy,
-        )
-        for stats in reliability_bins(y_true, proba, n_bins=n_bins, binning=binning)
-    ]
-    binned = BinnedCalibration(
-        binning=binning, n_bins=n_bins, ece=summary.ece, mce=summary.mce, bins=bins
-    )
-    return summary, binned
-
-
-def _model_calibration(
-    y_true: NDArray[np.intp], proba: NDArray[np.float64], settings: CalibrationSettings
-) -> ModelCalibration:
-    """One model's calibration: every binning summarised once, the configured one reported."""
-    by_binning = {
-        binning: _reliability(y_true, proba, n_bins=settings.n_bins, binning=binning)
-        for binning in BINNINGS
-    }
-    summary, configured = by_binning[settings.binning]
-    return ModelCalibration(
-        ece=summary.ece,
-        mce=summary.mce,
-        classwise_ece=summary.classwise_ece,
-        brier=summary.brier,
-        nll=summary.nll,
-        bins=configured.bins,
-        reliability=[binned for _, binned in by_binning.values()],
-    )
-
-
 @dataclass(frozen=True)
 class _Predictions:
     """Gold labels (n,), both models' probabilities (n, K) and their predicted classes (n,)."""
@@ -200,126 +133,6 @@ class _Predictions:
     @property
     def candidate_pred(self) -> NDArray[np.intp]:
         return self.candidate_proba.argmax(axis=1)
-
-
-def _replicate_statistics(
-    predictions: _Predictions, settings: CalibrationSettings
-) -> Callable[[NDArray[np.intp]], dict[str, float]]:
-    """The paired statistics of one bootstrap resample: candidate − reference for accuracy,
-    macro-F1 and every calibration metric, and the agreement itself."""
-    y_true, n_classes = predictions.y_true, predictions.reference_proba.shape[1]
-    reference_pred, candidate_pred = predictions.reference_pred, predictions.candidate_pred
-
-    def statistics(sample: NDArray[np.intp]) -> dict[str, float]:
-        truth = y_true[sample]
-        values = {
-            "accuracy": float(
-                (candidate_pred[sample] == truth).mean() - (reference_pred[sample] == truth).mean()
-            ),
-            "agreement": float((reference_pred == candidate_pred)[sample].mean()),
-            "macro_f1": parity_metrics.macro_f1(truth, candidate_pred[sample], n_classes=n_classes)
-            - parity_metrics.macro_f1(truth, reference_pred[sample], n_classes=n_classes),
-        }
-        reference, candidate = (
-            calibration_summary(
-                truth, proba[sample], n_bins=settings.n_bins, binning=settings.binning
-            )
-            for proba in (predictions.reference_proba, predictions.candidate_proba)
-        )
-        for metric in CALIBRATION_DELTA_METRICS:
-            values[metric] = getattr(candidate, metric) - getattr(reference, metric)
-        return values
-
-    return statistics
-
-
-def _parity(
-    predictions: _Predictions, labels: list[str], interval_of: Callable[[str, float], Interval]
-) -> Parity:
-    y_true, n_classes = predictions.y_true, len(labels)
-    reference_pred, candidate_pred = predictions.reference_pred, predictions.candidate_pred
-
-    def model_parity(predicted: NDArray[np.intp]) -> ModelParity:
-        recall = parity_metrics.per_class_recall(y_true, predicted, n_classes=n_classes)
-        return ModelParity(
-            accuracy=parity_metrics.accuracy(y_true, predicted),
-            macro_f1=parity_metrics.macro_f1(y_true, predicted, n_classes=n_classes),
-            per_class_recall={label: float(recall[index]) for index, label in enumerate(labels)},
-        )
-
-    reference, candidate = model_parity(reference_pred), model_parity(candidate_pred)
-    flips = parity_metrics.flip_counts(y_true, reference_pred, candidate_pred)
-    agreement = parity_metrics.agreement(reference_pred, candidate_pred)
-    return Parity(
-        reference=reference,
-        candidate=candidate,
-        accuracy_delta=interval_of("accuracy", candidate.accuracy - reference.accuracy),
-        macro_f1_delta=interval_of("macro_f1", candidate.macro_f1 - reference.macro_f1),
-        agreement=agreement,
-        agreement_interval=interval_of("agreement", agreement),
-        fixed=flips.fixed,
-        broken=flips.broken,
-        mcnemar_p=parity_metrics.mcnemar_exact_p_value(flips.fixed, flips.broken),
-        kappa=parity_metrics.cohen_kappa(reference_pred, candidate_pred),
-        probability_loyalty=parity_metrics.probability_loyalty(
-            predictions.reference_proba, predictions.candidate_proba
-        ),
-        disagreement_matrix=parity_metrics.disagreement_matrix(
-            reference_pred, candidate_pred, n_classes=n_classes
-        ).tolist(),
-    )
-
-
-def _calibration(
-    predictions: _Predictions,
-    settings: CalibrationSettings,
-    interval_of: Callable[[str, float], Interval],
-) -> Calibration:
-    reference = _model_calibration(predictions.y_true, predictions.reference_proba, settings)
-    candidate = _model_calibration(predictions.y_true, predictions.candidate_proba, settings)
-    return Calibration(
-        binning=settings.binning,
-        n_bins=settings.n_bins,
-        reference=reference,
-        candidate=candidate,
-        delta={
-            metric: interval_of(metric, getattr(candidate, metric) - getattr(reference, metric))
-            for metric in CALIBRATION_DELTA_METRICS
-        },
-    )
-
-
-def summarize_predictions(
-    y_true: NDArray[np.intp],
-    reference_proba: NDArray[np.float64],
-    candidate_proba: NDArray[np.float64],
-    *,
-    labels: list[str],
-    settings: CalibrationSettings,
-    seed: int,
-) -> tuple[Parity, Calibration]:
-    """Parity and calibration sections from gold labels (n,) and both models' (n, K) probabilities.
-
-    Deltas are candidate − reference. Their intervals come from one paired bootstrap
-    (`settings.n_bootstrap` resamples of the instances, seeded): every replicate evaluates
-    both models, and every metric, on the same resampled rows. With `n_bootstrap = 0` the
-    intervals are omitted.
-    """
-    predictions = _Predictions(y_true, reference_proba, candidate_proba)
-    replicates: dict[str, NDArray[np.float64]] = {}
-    if settings.n_bootstrap > 0:
-        replicates = paired_bootstrap_replicates(
-            _replicate_statistics(predictions, settings),
-            y_true.size,
-            n_resamples=settings.n_bootstrap,
-            seed=seed,
-        )
-
-    def interval_of(name: str, value: float) -> Interval:
-        return _interval(value, replicates.get(name), settings.confidence_level)
-
-    parity = _parity(predictions, labels, interval_of)
-    return parity, _calibration(predictions, settings, interval_of)
 
 
 # --- the run --------------------------------------------------------------------------------

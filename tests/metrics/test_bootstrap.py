@@ -9,6 +9,7 @@ from trustdiff.metrics.bootstrap import (
     bootstrap_indices,
     bootstrap_mean_interval,
     paired_bootstrap_delta,
+    paired_bootstrap_replicates,
     percentile_interval,
 )
 
@@ -91,3 +92,31 @@ def test_paired_delta_shares_the_resampled_rows_between_models() -> None:
     low, high = paired_bootstrap_delta(statistic, 40, n_resamples=200, seed=4)
     assert low == pytest.approx(0.1)
     assert high == pytest.approx(0.1)
+
+
+def test_paired_replicates_share_one_index_matrix_across_statistics() -> None:
+    values = np.random.default_rng(6).random(25)
+    seen: list[np.ndarray] = []
+
+    def statistics(rows: np.ndarray) -> dict[str, float]:
+        seen.append(rows.copy())
+        return {"mean": float(values[rows].mean()), "max": float(values[rows].max())}
+
+    replicates = paired_bootstrap_replicates(statistics, 25, n_resamples=40, seed=9)
+    indices = bootstrap_indices(25, n_resamples=40, seed=9)
+    np.testing.assert_array_equal(np.array(seen), indices)
+    np.testing.assert_array_equal(replicates["mean"], values[indices].mean(axis=1))
+    np.testing.assert_array_equal(replicates["max"], values[indices].max(axis=1))
+    again = paired_bootstrap_replicates(statistics, 25, n_resamples=40, seed=9)
+    assert again.keys() == replicates.keys()
+    np.testing.assert_array_equal(again["mean"], replicates["mean"])
+
+
+def test_paired_replicates_refuse_changing_names() -> None:
+    calls = iter(range(10))
+
+    def statistics(rows: np.ndarray) -> dict[str, float]:
+        return {"a": 0.0} if next(calls) == 0 else {"b": 0.0}
+
+    with pytest.raises(ValueError, match="statistics returned"):
+        paired_bootstrap_replicates(statistics, 5, n_resamples=3)

@@ -1,4 +1,4 @@
-"""Seeded bootstrap resampling: percentile intervals for a mean and for paired differences."""
+"""Seeded bootstrap resampling: percentile intervals for a mean and for paired comparisons."""
 
 from __future__ import annotations
 
@@ -61,17 +61,28 @@ def paired_bootstrap_replicates(
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, NDArray[np.float64]]:
-    """Bootstrap replicates of several statistics, all computed on the same resamples.
+    """Bootstrap replicates of several named statistics, all on the same resampled rows.
 
-    `statistics(indices)` returns named values computed on the rows `indices` (shape (n,));
-    it is called once per resample, so every statistic of a replicate sees the identical
-    rows. Returns name -> replicates, shape (n_resamples,).
+    `statistics(rows)` computes every statistic on the instances `rows` (shape (n,)) and
+    returns them by name; it is called once per row of `bootstrap_indices(n, n_resamples,
+    seed)`. Returns each name's replicates, shape (n_resamples,). A statistic that compares two
+    models (a difference, an agreement) thus always sees both on the identical instances —
+    that pairing is what keeps the interval of a difference narrow when the models err alike.
+    Every call must return the same names.
     """
     indices = bootstrap_indices(n, n_resamples=n_resamples, seed=seed)
     replicates: dict[str, NDArray[np.float64]] = {}
     for replicate, rows in enumerate(indices):
-        for name, value in statistics(rows).items():
-            replicates.setdefault(name, np.empty(n_resamples, dtype=float))[replicate] = value
+        values = statistics(rows)
+        if replicate == 0:
+            replicates = {name: np.empty(n_resamples, dtype=np.float64) for name in values}
+        elif values.keys() != replicates.keys():
+            raise ValueError(
+                f"statistics returned {sorted(values)} on replicate {replicate}, "
+                f"{sorted(replicates)} before"
+            )
+        for name, value in values.items():
+            replicates[name][replicate] = value
     return replicates
 
 
