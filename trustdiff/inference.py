@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -378,39 +379,8 @@ def load_model_runner(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    from safetensors import SafetensorError
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
-
-    # transformers 5 draws a "Loading weights" bar per model; on a worker's or the CLI's
-    # stderr it only buries real progress. Restored afterwards: the setting is global.
-    bars_were_enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(path), trust_remote_code=False, local_files_only=True
-        )
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(path),
-            trust_remote_code=False,
-            local_files_only=True,
-            use_safetensors=None if allow_pickle else True,
-            **{_dtype_keyword(): torch.float32},
-        )
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
-        # e.g. a config whose shapes do not match the weights, an unknown model_type, or a
-        # truncated/corrupt safetensors file
-        raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {error}") from error
-    finally:
-        if bars_were_enabled:
-            transformers_logging.enable_progress_bar()
-    if tokenizer.pad_token_id is None:
-        # Decoder-style classifiers (GPT-2, Llama) ship no pad token; their end-of-text token
-        # is the conventional stand-in, and the attention mask hides it anyway.
-        if tokenizer.eos_token is None:
-            raise CheckpointError(f"tokenizer of {str(path)!r} has neither a pad nor an eos token")
-        tokenizer.pad_token = tokenizer.eos_token
-        model.config.pad_token_id = tokenizer.pad_token_id
+    tokenizer, model = _load_pretrained(path, allow_pickle=allow_pickle)
+    _ensure_pad_token(tokenizer, model, path)
     model.eval()
     num_parameters = sum(parameter.numel() for parameter in model.parameters())
     if transform == "int8-weight" and compute_dtype != torch.float32:
@@ -434,6 +404,76 @@ def load_model_runner(
         dtype=compute_dtype,
         tokenizer_key=_tokenizer_key(info, tokenizer, effective_max_length),
     )
+
+
+class _ProgressBarsSilenced:
+    """Owner of transformers' global progress-bar switch while checkpoints load.
+
+    transformers 5 draws a "Loading weights" bar per model; on a worker's or the CLI's stderr
+    it only buries real progress. The switch is process-wide, so loads on several threads at
+    once must not each save and restore it: the first to enter (under the lock) saves the
+    setting and turns bars off, the last to leave puts the saved setting back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._were_enabled = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        from transformers.utils import logging as transformers_logging
+
+        with self._lock:
+            if self._holders == 0:
+                self._were_enabled = transformers_logging.is_progress_bar_enabled()
+                transformers_logging.disable_progress_bar()
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0 and self._were_enabled:
+                    transformers_logging.enable_progress_bar()
+
+
+progress_bars_silenced = _ProgressBarsSilenced()
+
+
+def _load_pretrained(path: Path, *, allow_pickle: bool) -> tuple[Any, Any]:
+    """Tokenizer and model of a checkpoint folder; `CheckpointError` when they will not load."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        with progress_bars_silenced():
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(path), trust_remote_code=False, local_files_only=True
+            )
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(path),
+                trust_remote_code=False,
+                local_files_only=True,
+                use_safetensors=None if allow_pickle else True,
+                **{_dtype_keyword(): torch.float32},
+            )
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+        # e.g. a config whose shapes do not match the weights, an unknown model_type, or a
+        # truncated/corrupt safetensors file
+        raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {error}") from error
+    return tokenizer, model
+
+
+def _ensure_pad_token(tokenizer: Any, model: Any, path: Path) -> None:
+    if tokenizer.pad_token_id is not None:
+        return
+    # Decoder-style classifiers (GPT-2, Llama) ship no pad token; their end-of-text token is
+    # the conventional stand-in, and the attention mask hides it anyway.
+    if tokenizer.eos_token is None:
+        raise CheckpointError(f"tokenizer of {str(path)!r} has neither a pad nor an eos token")
+    tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
 
 
 @dataclass

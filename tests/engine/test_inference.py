@@ -21,6 +21,7 @@ from trustdiff.inference import (
     ModelRunner,
     load_model_runner,
     plan_batches,
+    progress_bars_silenced,
     resolve_device,
     resolve_dtype,
 )
@@ -357,3 +358,45 @@ def test_unknown_transform_and_unavailable_device_raise(tiny_assets: TinyAssets)
         assert resolve_device("auto") == torch.device("cpu")
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_progress_bars_are_silenced_until_the_last_concurrent_load_ends() -> None:
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.enable_progress_bar()
+    try:
+        # Two loads that overlap: the first to finish must not turn bars back on.
+        first, second = progress_bars_silenced(), progress_bars_silenced()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert not transformers_logging.is_progress_bar_enabled()
+        second.__exit__(None, None, None)
+        assert transformers_logging.is_progress_bar_enabled()
+        # Many threads at once leave the setting as they found it.
+        barrier = threading.Barrier(8)
+        seen_while_loading: list[bool] = []
+
+        def load() -> None:
+            with progress_bars_silenced():
+                barrier.wait(timeout=10)
+                seen_while_loading.append(transformers_logging.is_progress_bar_enabled())
+
+        threads = [threading.Thread(target=load) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert seen_while_loading == [False] * 8
+        assert transformers_logging.is_progress_bar_enabled()
+        # Bars the user turned off stay off.
+        transformers_logging.disable_progress_bar()
+        with progress_bars_silenced():
+            pass
+        assert not transformers_logging.is_progress_bar_enabled()
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+        else:
+            transformers_logging.disable_progress_bar()
