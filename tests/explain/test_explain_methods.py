@@ -12,7 +12,7 @@ from lime.lime_text import LimeTextExplainer
 from tests.explain.bag_of_words import WEIGHTS, BagOfWordsModel
 from trustdiff.config import Masking, ShapAlgorithm
 from trustdiff.explain.lime_explainer import explain_lime
-from trustdiff.explain.shap_explainer import explain_shap, word_partition_tree
+from trustdiff.explain.shap_explainer import GlobalRandomStream, explain_shap, word_partition_tree
 from trustdiff.explain.words import WordFeatures
 from trustdiff.metrics.alignment import top_k_features
 
@@ -50,12 +50,12 @@ def test_lime_recovers_the_true_top_words(masking: Masking) -> None:
         masking=masking,
         mask_token="[MASK]",
     )
-    assert set(top_words(features, result.weights[1], 4)) == set(TRUE_TOP)
-    assert top_words(features, result.weights[1], 2) == TRUE_TOP[:2]
-    weights = result.weights[1]
+    assert set(top_words(features, result.scores_of(1), 4)) == set(TRUE_TOP)
+    assert top_words(features, result.scores_of(1), 2) == TRUE_TOP[:2]
+    weights = result.scores_of(1)
     assert weights[features.words.index("excellent")] > 0 > weights[features.words.index("awful")]
     # Both models saw the same perturbations, so identical models get identical weights.
-    np.testing.assert_array_equal(result.weights[1], result.weights[3])
+    np.testing.assert_array_equal(result.scores_of(1), result.scores_of(3))
 
 
 @pytest.mark.parametrize("algorithm", ["partition", "permutation", "kernel"])
@@ -71,15 +71,15 @@ def test_shap_recovers_true_words_and_is_additive(algorithm: ShapAlgorithm) -> N
         max_evals=600,
         seed=3,
     )
-    assert top_words(features, result.values[1], 4) == TRUE_TOP
+    assert top_words(features, result.scores_of(1), 4) == TRUE_TOP
     neutral = [i for i, word in enumerate(features.words) if word not in WEIGHTS]
-    assert np.abs(result.values[1][neutral]).max() < 0.02
+    assert np.abs(result.scores_of(1)[neutral]).max() < 0.02
     full = predict([features.original()])[0]
     for column in (1, 2):
-        total = result.base_values[column] + result.values[column].sum()
+        total = result.base_value_of(column) + result.scores_of(column).sum()
         assert total == pytest.approx(full[column], abs=1e-6)
     # Column 2 is the candidate's negative class: 1 − p, so its values are the negatives.
-    np.testing.assert_allclose(result.values[2], -result.values[1], atol=1e-9)
+    np.testing.assert_allclose(result.scores_of(2), -result.scores_of(1), atol=1e-9)
 
 
 @pytest.mark.parametrize("algorithm", ["partition", "permutation", "kernel"])
@@ -95,7 +95,7 @@ def test_shap_same_seed_same_values_even_concurrently(algorithm: ShapAlgorithm) 
             algorithm=algorithm,
             max_evals=120,
             seed=seed,
-        ).values[1]
+        ).scores_of(1)
 
     first = run(7)
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -112,7 +112,7 @@ def test_lime_same_seed_same_weights_other_seed_differs() -> None:
     def run(seed: int) -> np.ndarray:
         return explain_lime(
             features, joint(model, model), columns=(1,), num_samples=100, seed=seed
-        ).weights[1]
+        ).scores_of(1)
 
     np.testing.assert_array_equal(run(1), run(1))
     assert not np.array_equal(run(1), run(2))
@@ -147,7 +147,7 @@ def test_lime_equals_a_direct_lime_text_explainer_call(masking: Masking, mask_st
         masking=masking,
         mask_token="[MASK]",
     )
-    np.testing.assert_allclose(engine.weights[1], expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(engine.scores_of(1), expected, rtol=0, atol=1e-12)
 
 
 def test_pair_partition_tree_joins_segments_at_the_root() -> None:
@@ -176,7 +176,28 @@ def test_single_word_inputs() -> None:
             columns=(1,),
             algorithm=algorithm,
             max_evals=50,
-        ).values[1]
+        ).scores_of(1)
         assert values[0] == pytest.approx(1 / (1 + np.exp(-3.0)) - 0.5)
     weights = explain_lime(features, joint(model, model), columns=(1,), num_samples=20, seed=0)
-    assert weights.weights[1].shape == (1,)
+    assert weights.scores_of(1).shape == (1,)
+
+
+def test_global_random_stream_is_private_and_restores_the_outer_state() -> None:
+    np.random.seed(123)
+    outer = np.random.random(3)
+    np.random.seed(123)
+    stream = GlobalRandomStream(5)
+    with stream.installed():
+        first = np.random.random(2)
+        with stream.set_aside():
+            # Set aside: the outer generator, untouched by the stream's draws.
+            np.testing.assert_array_equal(np.random.random(1), outer[:1])
+        second = np.random.random(2)
+    # The stream continues where it left off, with the same draws a fresh seed gives.
+    np.testing.assert_array_equal(np.r_[first, second], np.random.RandomState(5).random(4))
+    np.testing.assert_array_equal(np.random.random(2), outer[1:])
+    # Leaving on an error still restores the outer state and lets go of the lock.
+    with pytest.raises(RuntimeError), stream.installed():
+        raise RuntimeError("shap failed")
+    with GlobalRandomStream(5).installed():
+        np.testing.assert_array_equal(np.random.random(1), first[:1])

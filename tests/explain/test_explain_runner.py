@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +18,7 @@ from tests.explain.bag_of_words import (
 from trustdiff.config import ExplainSettings
 from trustdiff.errors import AuditCancelledError, ConfigError
 from trustdiff.explain import explain_and_align
-from trustdiff.explain.runner import LockstepBatcher, instance_seed, select_instances
+from trustdiff.explain.runner import instance_seed, select_instances
 from trustdiff.inference import TextInput
 from trustdiff.metrics.alignment import ALIGNMENT_METRICS
 from trustdiff.result import Explanation, MethodAlignment
@@ -139,58 +138,6 @@ def test_lockstep_merging_is_reproducible_with_a_batch_dependent_model() -> None
     first = run()
     for _ in range(3):
         assert run() == first
-
-
-def test_lockstep_batcher_merges_one_request_per_slot_in_slot_order() -> None:
-    calls: list[list[TextInput]] = []
-
-    def predict(inputs: list[TextInput]) -> np.ndarray:
-        calls.append(list(inputs))
-        return np.array([[float(len(str(value)))] for value in inputs])
-
-    batcher = LockstepBatcher(predict, slots=3)
-    results: dict[int, list[np.ndarray]] = {0: [], 1: [], 2: []}
-
-    def work(slot: int, requests: list[list[TextInput]]) -> None:
-        for request in requests:
-            results[slot].append(batcher.predict(slot, request))
-        batcher.retire(slot)
-
-    plans = {
-        0: [["a"], ["bb", "c"]],
-        1: [["ddd"]],
-        2: [["eeee", "f"], ["g"], ["hh"]],
-    }
-    threads = [threading.Thread(target=work, args=item) for item in plans.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert calls == [["a", "ddd", "eeee", "f"], ["bb", "c", "g"], ["hh"]]
-    assert [r.ravel().tolist() for r in results[2]] == [[4.0, 1.0], [1.0], [2.0]]
-
-
-def test_lockstep_batcher_reports_a_failure_to_every_waiting_slot() -> None:
-    def failing(inputs: list[TextInput]) -> np.ndarray:
-        raise AuditCancelledError("stop")
-
-    batcher = LockstepBatcher(failing, slots=2)
-    errors: list[BaseException] = []
-
-    def work(slot: int) -> None:
-        try:
-            batcher.predict(slot, ["x"])
-        except AuditCancelledError as error:
-            errors.append(error)
-        finally:
-            batcher.retire(slot)
-
-    threads = [threading.Thread(target=work, args=(slot,)) for slot in (0, 1)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert len(errors) == 2
 
 
 def test_engine_lime_equals_direct_lime_call() -> None:

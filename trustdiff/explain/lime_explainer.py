@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from trustdiff.config import Masking
+from trustdiff.explain.attributions import WordAttributions
 from trustdiff.explain.words import WordFeatures
 
 if TYPE_CHECKING:
@@ -24,14 +24,6 @@ _KEPT = "1"
 _HIDDEN = "0"
 
 
-@dataclass(frozen=True)
-class LimeAttributions:
-    """LIME weights for each explained output column: `weights[column]` has shape (d,)."""
-
-    weights: dict[int, NDArray[np.float64]]
-    intercepts: dict[int, float]
-
-
 def explain_lime(
     features: WordFeatures,
     predict: PredictFunction,
@@ -41,12 +33,13 @@ def explain_lime(
     seed: int,
     masking: Masking = "remove",
     mask_token: str | None = None,
-) -> LimeAttributions:
+) -> WordAttributions:
     """Explain the output `columns` of `predict` around `features` with one LIME neighbourhood.
 
     `predict(inputs)` returns an (n, C) array; every explained column is fitted on the same
     perturbed inputs, which is how both models are explained on identical texts. Every word is
-    a feature (`feature_selection="none"`), so each weight vector has shape (d,).
+    a feature (`feature_selection="none"`), so each column gets d weights; the base values are
+    LIME's intercepts.
     """
     from lime.lime_text import LimeTextExplainer
 
@@ -73,13 +66,13 @@ def explain_lime(
         num_features=d,
         num_samples=num_samples,
     )
-    weights: dict[int, NDArray[np.float64]] = {}
-    for column in columns:
-        vector = np.zeros(d, dtype=np.float64)
+    scores = np.zeros((len(columns), d), dtype=np.float64)
+    for row, column in enumerate(columns):
         for feature, weight in explanation.local_exp[column]:
-            vector[feature] = weight
-        weights[column] = vector
-    return LimeAttributions(
-        weights=weights,
-        intercepts={column: float(explanation.intercept[column]) for column in columns},
+            scores[row, feature] = weight
+    return WordAttributions(
+        words=features.words,
+        targets=tuple(columns),
+        scores=scores,
+        base_values=np.array([explanation.intercept[column] for column in columns]),
     )

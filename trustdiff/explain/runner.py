@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from trustdiff.config import ExplainMethod, ExplainSettings
-from trustdiff.errors import AuditCancelledError, ConfigError
-from trustdiff.explain.lime_explainer import explain_lime
-from trustdiff.explain.shap_explainer import explain_shap
+from trustdiff.errors import ConfigError
+from trustdiff.explain.lockstep import run_in_lockstep
+from trustdiff.explain.registry import get_explainer
 from trustdiff.explain.words import WordFeatures
 from trustdiff.metrics.alignment import ALIGNMENT_METRICS, alignment_metrics, summarize_metric
 from trustdiff.result import AlignmentMetrics, Attributions, Explanation, MethodAlignment
@@ -33,8 +31,6 @@ HISTOGRAM_BINS = 10
 # 1, 2 and 4 workers measured within noise of each other (bench/README.md); merged calls
 # matter more on a GPU.
 DEFAULT_WORKERS = 4
-
-_METHOD_IDS: dict[str, int] = {"lime": 0, "shap": 1}
 
 
 class Evaluator(Protocol):
@@ -67,7 +63,7 @@ class InstanceAttributions:
 
 def instance_seed(seed: int, index: int, method: ExplainMethod, run: int) -> int:
     """The explainer seed of (audit seed, dataset row, method, run); run 1 is the noise floor."""
-    sequence = np.random.SeedSequence([seed, index, _METHOD_IDS[method], run])
+    sequence = np.random.SeedSequence([seed, index, get_explainer(method).seed_id, run])
     return int(sequence.generate_state(1, dtype=np.uint32)[0])
 
 
@@ -101,32 +97,18 @@ def explain_instance(
     are answered by the evaluator's cache, so only new ones cost a forward pass.
     """
     columns = (reference_target, n_classes + candidate_target)
+    explainer = get_explainer(method)
 
     def run(run_seed: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        if method == "lime":
-            lime = explain_lime(
-                features,
-                predict,
-                columns=columns,
-                num_samples=settings.lime_samples,
-                seed=run_seed,
-                masking=settings.masking,
-                mask_token=mask_token,
-            )
-            return lime.weights[columns[0]], lime.weights[columns[1]]
-        if method == "shap":
-            shap = explain_shap(
-                features,
-                predict,
-                columns=columns,
-                algorithm=settings.shap_algorithm,
-                max_evals=settings.shap_max_evals,
-                seed=run_seed,
-                masking=settings.masking,
-                mask_token=mask_token,
-            )
-            return shap.values[columns[0]], shap.values[columns[1]]
-        raise ValueError(f"unknown explanation method {method!r}")
+        attributions = explainer.explain(
+            features,
+            predict,
+            columns=columns,
+            settings=settings,
+            seed=run_seed,
+            mask_token=mask_token,
+        )
+        return attributions.scores_of(columns[0]), attributions.scores_of(columns[1])
 
     reference, candidate = run(seed)
     rerun = None if rerun_seed is None else run(rerun_seed)[0]
@@ -173,34 +155,6 @@ def reference_mask_token(evaluator: Evaluator) -> str:
     return token
 
 
-def _summaries(rows: Sequence[dict[str, float]], *, seed: int) -> dict[str, Any]:
-    return {
-        name: summarize_metric(
-            [row[name] for row in rows],
-            n_resamples=SUMMARY_RESAMPLES,
-            confidence_level=SUMMARY_CONFIDENCE,
-            seed=seed,
-            bins=HISTOGRAM_BINS,
-            value_range=value_range,
-        )
-        for name, (_, value_range) in ALIGNMENT_METRICS.items()
-    }
-
-
-def _method_settings(method: ExplainMethod, settings: ExplainSettings) -> dict[str, object]:
-    common: dict[str, object] = {
-        "method": method,
-        "masking": settings.masking,
-        "target": settings.target,
-        "top_k": settings.top_k,
-        "features": "words",
-        "noise_floor": "reference re-explained with another seed" if settings.noise_floor else None,
-    }
-    if method == "lime":
-        return {**common, "samples": settings.lime_samples}
-    return {**common, "algorithm": settings.shap_algorithm, "max_evals": settings.shap_max_evals}
-
-
 def explain_and_align(
     evaluator: Evaluator,
     dataset: ExplainedDataset,
@@ -225,56 +179,29 @@ def explain_and_align(
     `progress("explain", done, total)` reports instances; `should_cancel` is checked between
     instances and raises `AuditCancelledError`. Up to `workers` instances run at once.
     """
-    reference = np.asarray(reference_proba, dtype=np.float64)
-    candidate = np.asarray(candidate_proba, dtype=np.float64)
-    inputs = dataset.inputs
-    n_classes = len(labels)
-    expected_shape = (len(inputs), n_classes)
-    if reference.shape != expected_shape or candidate.shape != expected_shape:
-        raise ValueError(
-            f"probabilities must have shape {expected_shape}, got {reference.shape} and "
-            f"{candidate.shape}"
-        )
+    reference, candidate = _checked_probabilities(
+        reference_proba, candidate_proba, rows=len(dataset.inputs), n_classes=len(labels)
+    )
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     methods: list[ExplainMethod] = list(dict.fromkeys(settings.methods))
-    indices = select_instances(inputs, count=settings.instances, seed=seed) if methods else []
-    total = len(indices)
+    indices = (
+        select_instances(dataset.inputs, count=settings.instances, seed=seed) if methods else []
+    )
     if progress is not None:
-        progress("explain", 0, total)
+        progress("explain", 0, len(indices))
     if not indices:
         return {}, {}
-    mask_token = reference_mask_token(evaluator) if settings.masking == "mask_token" else None
-    targets = {
-        index: explained_targets(
-            settings,
-            reference_proba=reference,
-            candidate_proba=candidate,
-            gold=dataset.labels,
-            index=index,
-        )
-        for index in indices
-    }
-
-    def explain_row(predict: PredictFunction, index: int) -> dict[str, InstanceAttributions]:
-        features = WordFeatures.from_input(inputs[index])
-        return {
-            method: explain_instance(
-                features,
-                predict,
-                method=method,
-                settings=settings,
-                n_classes=n_classes,
-                reference_target=targets[index][0],
-                candidate_target=targets[index][1],
-                seed=instance_seed(seed, index, method, 0),
-                rerun_seed=instance_seed(seed, index, method, 1) if settings.noise_floor else None,
-                mask_token=mask_token,
-            )
-            for method in methods
-        }
-
-    results = _run_in_lockstep(
+    explain_row = _RowExplainer(
+        inputs=dataset.inputs,
+        methods=methods,
+        settings=settings,
+        n_classes=len(labels),
+        seed=seed,
+        mask_token=reference_mask_token(evaluator) if settings.masking == "mask_token" else None,
+        targets=_targets_by_row(indices, reference, candidate, dataset.labels, settings),
+    )
+    results = run_in_lockstep(
         explain_row,
         indices,
         joint_predict(evaluator),
@@ -282,193 +209,178 @@ def explain_and_align(
         progress=progress,
         should_cancel=should_cancel,
     )
+    return _aligned(explain_row, results, labels=labels)
 
-    explanations: dict[int, Explanation] = {}
-    between: dict[str, list[dict[str, float]]] = {method: [] for method in methods}
-    floor: dict[str, list[dict[str, float]]] = {method: [] for method in methods}
-    for index in indices:
-        features = WordFeatures.from_input(inputs[index])
-        per_method: dict[str, Attributions] = {}
-        instance_alignment: dict[str, dict[str, float | None]] = {}
-        for method, attributions in results[index].items():
-            metrics = alignment_metrics(
-                attributions.reference, attributions.candidate, top_k=settings.top_k
-            )
-            between[method].append(metrics)
-            instance_alignment[method] = dict(metrics)
-            rerun = attributions.reference_rerun
-            if rerun is not None:
-                floor[method].append(
-                    alignment_metrics(attributions.reference, rerun, top_k=settings.top_k)
-                )
-            per_method[method] = Attributions(
-                reference=attributions.reference.tolist(),
-                candidate=attributions.candidate.tolist(),
-                reference_rerun=None if rerun is None else rerun.tolist(),
-            )
-        explanations[index] = Explanation(
-            words=list(features.words),
-            segments=list(features.segments),
-            # With target="own_prediction" the candidate's class may differ; this names the
-            # reference's (the document has one field).
-            target=labels[targets[index][0]],
-            lime=per_method.get("lime"),
-            shap=per_method.get("shap"),
-            alignment=instance_alignment,
-        )
 
-    alignment: dict[str, MethodAlignment] = {
-        method: MethodAlignment(
-            **_summaries(between[method], seed=seed),
-            top_k=settings.top_k,
-            n_instances=total,
-            settings=_method_settings(method, settings),
-            noise_floor=AlignmentMetrics(**_summaries(floor[method], seed=seed))
-            if floor[method]
-            else None,
+def _checked_probabilities(
+    reference_proba: ArrayLike, candidate_proba: ArrayLike, *, rows: int, n_classes: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    reference = np.asarray(reference_proba, dtype=np.float64)
+    candidate = np.asarray(candidate_proba, dtype=np.float64)
+    expected_shape = (rows, n_classes)
+    if reference.shape != expected_shape or candidate.shape != expected_shape:
+        raise ValueError(
+            f"probabilities must have shape {expected_shape}, got {reference.shape} and "
+            f"{candidate.shape}"
         )
-        for method in methods
+    return reference, candidate
+
+
+def _targets_by_row(
+    indices: Sequence[int],
+    reference_proba: NDArray[np.float64],
+    candidate_proba: NDArray[np.float64],
+    gold: Sequence[int],
+    settings: ExplainSettings,
+) -> dict[int, tuple[int, int]]:
+    return {
+        index: explained_targets(
+            settings,
+            reference_proba=reference_proba,
+            candidate_proba=candidate_proba,
+            gold=gold,
+            index=index,
+        )
+        for index in indices
     }
+
+
+@dataclass(frozen=True)
+class _RowExplainer:
+    """Explains one dataset row with every method, on the predict function it is handed."""
+
+    inputs: Sequence[TextInput]
+    methods: Sequence[ExplainMethod]
+    settings: ExplainSettings
+    n_classes: int
+    seed: int
+    mask_token: str | None
+    # Dataset row -> the (reference, candidate) class explained there.
+    targets: dict[int, tuple[int, int]]
+
+    def __call__(self, predict: PredictFunction, index: int) -> dict[str, InstanceAttributions]:
+        features = WordFeatures.from_input(self.inputs[index])
+        noise_floor = self.settings.noise_floor
+        return {
+            method: explain_instance(
+                features,
+                predict,
+                method=method,
+                settings=self.settings,
+                n_classes=self.n_classes,
+                reference_target=self.targets[index][0],
+                candidate_target=self.targets[index][1],
+                seed=instance_seed(self.seed, index, method, 0),
+                rerun_seed=instance_seed(self.seed, index, method, 1) if noise_floor else None,
+                mask_token=self.mask_token,
+            )
+            for method in self.methods
+        }
+
+
+def _aligned(
+    explain_row: _RowExplainer,
+    results: dict[int, dict[str, InstanceAttributions]],
+    *,
+    labels: list[str],
+) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
+    """Per-method summaries over the explained rows, and each row's explanation."""
+    indices = sorted(results)
+    instances = [_align_instance(explain_row, i, results[i], labels=labels) for i in indices]
+    alignment: dict[str, MethodAlignment] = {
+        method: _method_alignment(
+            method, instances, settings=explain_row.settings, seed=explain_row.seed
+        )
+        for method in explain_row.methods
+    }
+    explanations = {i: instance.explanation for i, instance in zip(indices, instances, strict=True)}
     return alignment, explanations
 
 
-class LockstepBatcher:
-    """Merges the requests of several explaining threads into one evaluator call per step.
+@dataclass(frozen=True)
+class _AlignedInstance:
+    """One explained row: its document entry and, per method, the alignment metrics between
+    the models and (with a re-run) of the reference against itself."""
 
-    Each of `slots` threads explains its own instances and sends its requests through
-    `predict(slot, inputs)`, which blocks until every still-active slot has sent one; the
-    last to arrive then makes a single call with all requests concatenated in slot order and
-    hands each its rows. Bigger calls let the evaluator sort and batch across instances, and
-    because every step merges exactly one request per active slot, in slot order, the
-    sequence of calls — and so every result, even of a model whose outputs depend on batch
-    composition — is the same on every run. A slot with no more work calls `retire(slot)`.
-    """
-
-    def __init__(self, predict: PredictFunction, *, slots: int) -> None:
-        if slots < 1:
-            raise ValueError(f"slots must be >= 1, got {slots}")
-        self._predict = predict
-        self._active = slots
-        self._condition = threading.Condition()
-        self._requests: dict[int, list[TextInput]] = {}
-        self._results: dict[int, NDArray[np.float64] | BaseException] = {}
-        self._step = 0
-
-    def predict(self, slot: int, inputs: list[TextInput]) -> NDArray[np.float64]:
-        with self._condition:
-            if slot in self._requests:
-                raise RuntimeError(f"slot {slot} sent a second request in one step")
-            self._requests[slot] = list(inputs)
-            if len(self._requests) == self._active:
-                self._flush()
-            else:
-                step = self._step
-                while self._step == step:
-                    self._condition.wait()
-            result = self._results.pop(slot)
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-    def retire(self, slot: int) -> None:
-        with self._condition:
-            self._active -= 1
-            if self._requests and len(self._requests) == self._active:
-                self._flush()
-
-    def _flush(self) -> None:
-        # Runs with the condition held: every active slot is waiting for this call anyway.
-        slots = sorted(self._requests)
-        merged = [value for slot in slots for value in self._requests[slot]]
-        try:
-            outputs = self._predict(merged)
-            start = 0
-            for slot in slots:
-                stop = start + len(self._requests[slot])
-                self._results[slot] = outputs[start:stop]
-                start = stop
-        except BaseException as error:  # every waiting slot must learn of it, not just one
-            for slot in slots:
-                self._results[slot] = error
-        self._requests.clear()
-        self._step += 1
-        self._condition.notify_all()
+    explanation: Explanation
+    between: dict[str, dict[str, float]]
+    floor: dict[str, dict[str, float]]
 
 
-_SLOT_DONE = object()
-
-
-def _run_in_lockstep(
-    task: Callable[[PredictFunction, int], dict[str, InstanceAttributions]],
-    indices: Sequence[int],
-    predict: PredictFunction,
+def _align_instance(
+    explain_row: _RowExplainer,
+    index: int,
+    attributions: dict[str, InstanceAttributions],
     *,
-    workers: int,
-    progress: Callable[[str, int, int], None] | None,
-    should_cancel: Callable[[], bool] | None,
-) -> dict[int, dict[str, InstanceAttributions]]:
-    """Run `task(predict, index)` over `indices` on `workers` threads merged by a batcher.
+    labels: list[str],
+) -> _AlignedInstance:
+    top_k = explain_row.settings.top_k
+    between: dict[str, dict[str, float]] = {}
+    floor: dict[str, dict[str, float]] = {}
+    documents: dict[str, Attributions] = {}
+    for method, pair in attributions.items():
+        between[method] = alignment_metrics(pair.reference, pair.candidate, top_k=top_k)
+        rerun = pair.reference_rerun
+        if rerun is not None:
+            floor[method] = alignment_metrics(pair.reference, rerun, top_k=top_k)
+        documents[method] = Attributions(
+            reference=pair.reference.tolist(),
+            candidate=pair.candidate.tolist(),
+            reference_rerun=None if rerun is None else rerun.tolist(),
+        )
+    features = WordFeatures.from_input(explain_row.inputs[index])
+    explanation = Explanation(
+        words=list(features.words),
+        segments=list(features.segments),
+        # With target="own_prediction" the candidate's class may differ; this names the
+        # reference's (the document has one field).
+        target=labels[explain_row.targets[index][0]],
+        lime=documents.get("lime"),
+        shap=documents.get("shap"),
+        alignment={method: dict(metrics) for method, metrics in between.items()},
+    )
+    return _AlignedInstance(explanation=explanation, between=between, floor=floor)
 
-    Slot s takes `indices[s::workers]`, in order, so which requests meet in a step never
-    depends on timing. Progress and `should_cancel` run on the calling thread only, after each
-    finished instance; on cancellation the slots finish their current instance and stop.
-    """
-    if should_cancel is not None and should_cancel():
-        raise AuditCancelledError("audit cancelled before explaining instances")
-    slots = min(workers, len(indices))
-    batcher = LockstepBatcher(predict, slots=slots)
-    events: queue.Queue[tuple[int, object]] = queue.Queue()
-    stop = threading.Event()
 
-    def work(slot: int) -> None:
-        def slot_predict(inputs: list[TextInput]) -> NDArray[np.float64]:
-            return batcher.predict(slot, inputs)
+def _method_alignment(
+    method: ExplainMethod,
+    instances: Sequence[_AlignedInstance],
+    *,
+    settings: ExplainSettings,
+    seed: int,
+) -> MethodAlignment:
+    """One method's summaries over the explained instances, the noise floor beside them."""
+    floor = [instance.floor[method] for instance in instances if method in instance.floor]
+    return MethodAlignment(
+        **_summaries([instance.between[method] for instance in instances], seed=seed),
+        top_k=settings.top_k,
+        n_instances=len(instances),
+        settings=_method_settings(method, settings),
+        noise_floor=AlignmentMetrics(**_summaries(floor, seed=seed)) if floor else None,
+    )
 
-        try:
-            for index in indices[slot::slots]:
-                if stop.is_set():
-                    break
-                try:
-                    events.put((index, task(slot_predict, index)))
-                except BaseException as error:
-                    events.put((index, error))
-                    break
-        finally:
-            batcher.retire(slot)
-            events.put((-1, _SLOT_DONE))
 
-    threads = [
-        threading.Thread(target=work, args=(slot,), name=f"explain-{slot}", daemon=True)
-        for slot in range(slots)
-    ]
-    for thread in threads:
-        thread.start()
-    results: dict[int, dict[str, InstanceAttributions]] = {}
-    failure: BaseException | None = None
-    cancelled = False
-    finished = 0
-    while finished < slots:
-        index, payload = events.get()
-        if payload is _SLOT_DONE:
-            finished += 1
-        elif isinstance(payload, BaseException):
-            failure = failure or payload
-            stop.set()
-        elif failure is None:
-            results[index] = cast(dict[str, InstanceAttributions], payload)
-            try:
-                if progress is not None:
-                    progress("explain", len(results), len(indices))
-                if not stop.is_set() and should_cancel is not None and should_cancel():
-                    cancelled = True
-                    stop.set()
-            except BaseException as error:  # a failing callback still lets the slots wind down
-                failure = error
-                stop.set()
-    for thread in threads:
-        thread.join()
-    if failure is not None:
-        raise failure
-    if cancelled:
-        raise AuditCancelledError("audit cancelled while explaining instances")
-    return results
+def _summaries(rows: Sequence[dict[str, float]], *, seed: int) -> dict[str, Any]:
+    return {
+        name: summarize_metric(
+            [row[name] for row in rows],
+            n_resamples=SUMMARY_RESAMPLES,
+            confidence_level=SUMMARY_CONFIDENCE,
+            seed=seed,
+            bins=HISTOGRAM_BINS,
+            value_range=value_range,
+        )
+        for name, (_, value_range) in ALIGNMENT_METRICS.items()
+    }
+
+
+def _method_settings(method: ExplainMethod, settings: ExplainSettings) -> dict[str, object]:
+    common: dict[str, object] = {
+        "method": method,
+        "masking": settings.masking,
+        "target": settings.target,
+        "top_k": settings.top_k,
+        "features": "words",
+        "noise_floor": "reference re-explained with another seed" if settings.noise_floor else None,
+    }
+    return {**common, **get_explainer(method).describe(settings)}

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from trustdiff.config import Masking, ShapAlgorithm
+from trustdiff.explain.attributions import WordAttributions
 from trustdiff.explain.words import WordFeatures
 
 if TYPE_CHECKING:
@@ -27,34 +28,44 @@ if TYPE_CHECKING:
 _GLOBAL_NUMPY_RANDOM = threading.Lock()
 
 
-class _GlobalRandomStream:
-    """A private, seeded stream of numpy's global generator for one explanation."""
+class GlobalRandomStream:
+    """A private, seeded stream of numpy's global generator for one explanation.
+
+    `with stream.installed():` holds `_GLOBAL_NUMPY_RANDOM` with this stream swapped in as
+    numpy's global state; leaving saves the stream and puts back what was there. Inside it,
+    `with stream.set_aside():` does the reverse for a while (the model call), letting other
+    explanations run their shap code meanwhile.
+    """
 
     def __init__(self, seed: int) -> None:
         self._state: Any = np.random.RandomState(seed % 2**32).get_state()
         self._outer: Any = None
 
-    def enter(self) -> None:
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        self._enter()
+        try:
+            yield
+        finally:
+            self._leave()
+
+    @contextmanager
+    def set_aside(self) -> Iterator[None]:
+        self._leave()
+        try:
+            yield
+        finally:
+            self._enter()
+
+    def _enter(self) -> None:
         _GLOBAL_NUMPY_RANDOM.acquire()
         self._outer = np.random.get_state()
         np.random.set_state(self._state)
 
-    def leave(self) -> None:
+    def _leave(self) -> None:
         self._state = np.random.get_state()
         np.random.set_state(self._outer)
         _GLOBAL_NUMPY_RANDOM.release()
-
-
-@dataclass(frozen=True)
-class ShapAttributions:
-    """SHAP values per explained output column: `values[column]` has shape (d,).
-
-    Additivity: `base_values[column] + values[column].sum()` equals the model output on the
-    unperturbed input (exactly for Partition and Permutation, up to the fit for Kernel).
-    """
-
-    values: dict[int, NDArray[np.float64]]
-    base_values: dict[int, float]
 
 
 def word_partition_tree(features: WordFeatures) -> NDArray[np.float64]:
@@ -131,7 +142,7 @@ def explain_shap(
     masking: Masking = "remove",
     mask_token: str | None = None,
     batch_size: int | None = None,
-) -> ShapAttributions:
+) -> WordAttributions:
     """Explain the output `columns` of `predict` around `features`, all columns at once.
 
     `predict(inputs)` returns an (n, C) array. One explanation covers every column, so each
@@ -148,57 +159,112 @@ def explain_shap(
     a time rather than strictly best-first.
     `seed` seeds this explanation's own stream of numpy's global generator (see
     `_GLOBAL_NUMPY_RANDOM`), so results do not depend on other explanations running at once.
+    Additivity: `base_value_of(t) + scores_of(t).sum()` equals the model output on the
+    unperturbed input (exactly for Partition and Permutation, up to the fit for Kernel).
     """
-    import shap
+    # Imported before any random stream is installed, as importing might draw from it.
+    import shap  # noqa: F401
 
     d = len(features)
     if d == 0:
         raise ValueError("cannot explain an input without words")
+    run_algorithm = _SHAP_ALGORITHMS.get(algorithm)
+    if run_algorithm is None:
+        raise ValueError(f"unknown SHAP algorithm {algorithm!r}; known: {sorted(_SHAP_ALGORITHMS)}")
     selected = list(columns)
-
-    stream = _GlobalRandomStream(seed)
+    stream = GlobalRandomStream(seed)
 
     def model(keep_masks: NDArray[Any]) -> NDArray[np.float64]:
         inputs = features.compose_many(
             np.asarray(keep_masks) > 0.5, masking=masking, mask_token=mask_token
         )
-        stream.leave()
-        try:
+        with stream.set_aside():
             outputs = np.asarray(predict(inputs), dtype=np.float64)
-        finally:
-            stream.enter()
         return outputs[:, selected]
 
-    stream.enter()
-    try:
-        if algorithm == "kernel":
-            kernel = shap.KernelExplainer(model, np.zeros((1, d)))
-            raw = kernel.shap_values(np.ones((1, d)), nsamples=max_evals, l1_reg=False, silent=True)
-            values = np.asarray(raw, dtype=np.float64).reshape(d, len(selected))
-            base = np.asarray(kernel.expected_value, dtype=np.float64).reshape(len(selected))
-        else:
-            if algorithm == "partition":
-                masker = _keep_mask_masker(d, word_partition_tree(features))
-                explainer: Any = shap.explainers.PartitionExplainer(model, masker)
-                budget = max_evals
-            elif algorithm == "permutation":
-                # No clustering: with one, shap shuffles along the tree inside numba, whose
-                # generator numpy's seed does not reach, and results are not reproducible.
-                # Plain permutations (numpy's global generator, our stream) estimate the
-                # ordinary Shapley values.
-                masker = _keep_mask_masker(d, None)
-                explainer = shap.explainers.PermutationExplainer(model, masker, seed=seed % 2**32)
-                budget = max(max_evals, 2 * d + 1)
-            else:
-                raise ValueError(f"unknown SHAP algorithm {algorithm!r}")
-            result = explainer(
-                np.zeros((1, d)), max_evals=budget, batch_size=batch_size or budget, silent=True
-            )
-            values = np.asarray(result.values, dtype=np.float64).reshape(d, len(selected))
-            base = np.asarray(result.base_values, dtype=np.float64).reshape(len(selected))
-    finally:
-        stream.leave()
-    return ShapAttributions(
-        values={column: values[:, i].copy() for i, column in enumerate(selected)},
-        base_values={column: float(base[i]) for i, column in enumerate(selected)},
+    with stream.installed():
+        values, base = run_algorithm(
+            model, features, max_evals=max_evals, seed=seed, batch_size=batch_size
+        )
+    return WordAttributions(
+        words=features.words,
+        targets=tuple(selected),
+        scores=values.reshape(d, len(selected)).T,
+        base_values=base.reshape(len(selected)),
     )
+
+
+# Each runs shap on `model` (keep masks (m, d) -> outputs (m, c)) over the d words, holding
+# the explanation's random stream, and returns the values, (d, c), and base values, (c,).
+ShapRun = Callable[..., tuple[NDArray[np.float64], NDArray[np.float64]]]
+KeepMaskModel = Callable[[NDArray[Any]], NDArray[np.float64]]
+
+
+def _run_partition(
+    model: KeepMaskModel,
+    features: WordFeatures,
+    *,
+    max_evals: int,
+    seed: int,
+    batch_size: int | None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    import shap
+
+    masker = _keep_mask_masker(len(features), word_partition_tree(features))
+    explainer = shap.explainers.PartitionExplainer(model, masker)
+    return _explain_keep_masks(explainer, len(features), budget=max_evals, batch_size=batch_size)
+
+
+def _run_permutation(
+    model: KeepMaskModel,
+    features: WordFeatures,
+    *,
+    max_evals: int,
+    seed: int,
+    batch_size: int | None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    import shap
+
+    # No clustering: with one, shap shuffles along the tree inside numba, whose generator
+    # numpy's seed does not reach, and results are not reproducible. Plain permutations
+    # (numpy's global generator, our stream) estimate the ordinary Shapley values.
+    d = len(features)
+    masker = _keep_mask_masker(d, None)
+    explainer = shap.explainers.PermutationExplainer(model, masker, seed=seed % 2**32)
+    budget = max(max_evals, 2 * d + 1)
+    return _explain_keep_masks(explainer, d, budget=budget, batch_size=batch_size)
+
+
+def _run_kernel(
+    model: KeepMaskModel,
+    features: WordFeatures,
+    *,
+    max_evals: int,
+    seed: int,
+    batch_size: int | None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    import shap
+
+    d = len(features)
+    kernel = shap.KernelExplainer(model, np.zeros((1, d)))
+    raw = kernel.shap_values(np.ones((1, d)), nsamples=max_evals, l1_reg=False, silent=True)
+    return np.asarray(raw, dtype=np.float64), np.asarray(kernel.expected_value, dtype=np.float64)
+
+
+def _explain_keep_masks(
+    explainer: Any, d: int, *, budget: int, batch_size: int | None
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    result = explainer(
+        np.zeros((1, d)), max_evals=budget, batch_size=batch_size or budget, silent=True
+    )
+    return (
+        np.asarray(result.values, dtype=np.float64),
+        np.asarray(result.base_values, dtype=np.float64),
+    )
+
+
+_SHAP_ALGORITHMS: dict[str, ShapRun] = {
+    "partition": _run_partition,
+    "permutation": _run_permutation,
+    "kernel": _run_kernel,
+}

@@ -1,0 +1,117 @@
+"""The explanation methods by name: how each is called from the audit's settings, and described."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from trustdiff.config import ExplainSettings
+from trustdiff.explain.attributions import WordAttributions
+from trustdiff.explain.lime_explainer import explain_lime
+from trustdiff.explain.shap_explainer import explain_shap
+from trustdiff.explain.words import WordFeatures
+
+if TYPE_CHECKING:
+    from trustdiff.explain.words import PredictFunction
+
+
+class Explain(Protocol):
+    """Explain output `columns` of `predict` around `features`, configured by `settings`."""
+
+    def __call__(
+        self,
+        features: WordFeatures,
+        predict: PredictFunction,
+        *,
+        columns: Sequence[int],
+        settings: ExplainSettings,
+        seed: int,
+        mask_token: str | None,
+    ) -> WordAttributions: ...
+
+
+@dataclass(frozen=True)
+class Explainer:
+    """One explanation method.
+
+    `seed_id` enters every explanation seed of the method (`runner.instance_seed`), so two
+    methods never share a random stream; it must never change, or seeded results would.
+    `describe(settings)` gives the method's own settings for the result document.
+    """
+
+    name: str
+    seed_id: int
+    explain: Explain
+    describe: Callable[[ExplainSettings], dict[str, object]]
+
+
+def _explain_with_lime(
+    features: WordFeatures,
+    predict: PredictFunction,
+    *,
+    columns: Sequence[int],
+    settings: ExplainSettings,
+    seed: int,
+    mask_token: str | None,
+) -> WordAttributions:
+    return explain_lime(
+        features,
+        predict,
+        columns=columns,
+        num_samples=settings.lime_samples,
+        seed=seed,
+        masking=settings.masking,
+        mask_token=mask_token,
+    )
+
+
+def _explain_with_shap(
+    features: WordFeatures,
+    predict: PredictFunction,
+    *,
+    columns: Sequence[int],
+    settings: ExplainSettings,
+    seed: int,
+    mask_token: str | None,
+) -> WordAttributions:
+    return explain_shap(
+        features,
+        predict,
+        columns=columns,
+        algorithm=settings.shap_algorithm,
+        max_evals=settings.shap_max_evals,
+        seed=seed,
+        masking=settings.masking,
+        mask_token=mask_token,
+    )
+
+
+EXPLAINERS: dict[str, Explainer] = {
+    explainer.name: explainer
+    for explainer in (
+        Explainer(
+            name="lime",
+            seed_id=0,
+            explain=_explain_with_lime,
+            describe=lambda settings: {"samples": settings.lime_samples},
+        ),
+        Explainer(
+            name="shap",
+            seed_id=1,
+            explain=_explain_with_shap,
+            describe=lambda settings: {
+                "algorithm": settings.shap_algorithm,
+                "max_evals": settings.shap_max_evals,
+            },
+        ),
+    )
+}
+
+
+def get_explainer(method: str) -> Explainer:
+    """The registered explainer called `method`; `ValueError` naming it when there is none."""
+    explainer = EXPLAINERS.get(method)
+    if explainer is None:
+        raise ValueError(f"unknown explanation method {method!r}; known: {sorted(EXPLAINERS)}")
+    return explainer
