@@ -214,6 +214,20 @@ def _load_runners(validated: ValidatedAudit, report: ProgressCallback) -> _Runne
     return _Runners(reference=reference, candidate=candidate)
 
 
+def _evaluator(
+    validated: ValidatedAudit, runners: _Runners, should_cancel: Callable[[], bool] | None
+) -> BatchingEvaluator:
+    """One evaluator for both models, the candidate's columns in reference label order."""
+    from trustdiff.inference import BatchingEvaluator
+
+    return BatchingEvaluator(
+        [runners.reference, runners.candidate],
+        column_orders=[list(range(len(validated.labels))), validated.candidate_column_order],
+        batch_size=validated.config.batch_size,
+        should_cancel=should_cancel,
+    )
+
+
 def _predict(
     evaluator: BatchingEvaluator, inputs: list[TextInput], *, batch_size: int, stages: _Stages
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -366,14 +380,7 @@ def run_audit(
         )
     with stages.stage("load", total=2):
         runners = _load_runners(validated, stages.report)
-    from trustdiff.inference import BatchingEvaluator
-
-    evaluator = BatchingEvaluator(
-        [runners.reference, runners.candidate],
-        column_orders=[list(range(len(validated.labels))), validated.candidate_column_order],
-        batch_size=config.batch_size,
-        should_cancel=should_cancel,
-    )
+    evaluator = _evaluator(validated, runners, should_cancel)
     probabilities = _predict(
         evaluator, validated.dataset.inputs, batch_size=config.batch_size, stages=stages
     )

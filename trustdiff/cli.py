@@ -1,4 +1,11 @@
-"""The `trustdiff` command line: run an audit, print its verdict, export the result schema."""
+"""The `trustdiff` command line: run an audit, print its verdict, export the result schema.
+
+Process state the command line owns: `main` sets the process's CPU threading once, before
+anything imports torch (`threads.configure_cpu_threads`, OpenMP variables the user has not
+set), then parses and dispatches; `audit` sets `TRANSFORMERS_VERBOSITY=error` (unless the
+user set it) only while the audit runs, through `environment_defaults`, and restores the
+environment afterwards.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +13,33 @@ import argparse
 import json
 import os
 import sys
-import time
 import traceback
-from collections.abc import Sequence
-from functools import partial
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import IO, Any, get_args
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from trustdiff import __version__
-from trustdiff.config import (
-    AuditConfig,
-    CalibrationSettings,
-    CheckpointSpec,
-    CheckSetting,
-    DatasetSpec,
-    Dtype,
-    ExplainSettings,
-    GateSettings,
-    Transform,
+from trustdiff.config import AuditConfig
+from trustdiff.config_files import (
+    load_config_file,
+    load_gate_settings,
+    load_label_mapping,
+    validation_summary,
 )
 from trustdiff.errors import ConfigError, TrustdiffError
-from trustdiff.formatting import TERMINAL, format_interval, format_number
 from trustdiff.remote_cli import register as register_remote_commands
-from trustdiff.result import AuditResult, GateCheck, dump_result, result_json_schema
+from trustdiff.result import dump_result, result_json_schema
+from trustdiff.summary import StageProgress, format_summary
 from trustdiff.threads import configure_cpu_threads
+
+__all__ = ["build_parser", "config_from_args", "load_gate_settings", "main"]
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1
@@ -57,6 +63,15 @@ examples:
       --dataset dev.csv --text-field sentence --label-field gold \\
       --gate gate.yaml --out result.json --report report.html
 
+  # every option of the engine from a file; flags given as well override it
+  trustdiff audit --config audit.yaml --candidate models/tinybert --out result.json
+
+config file (JSON or YAML): any subset of the audit's settings, nested as in the result's
+manifest.config, e.g.
+  reference: {path: models/bert}
+  dataset: {path: data/dev.jsonl, limit: 500}
+  explain: {shap_algorithm: permutation, masking: mask_token, noise_floor: false}
+
 gate file (JSON or YAML): any subset of the default checks, e.g.
   accuracy_drop: {threshold: 0.005, judged_on: interval}
   agreement: 0.97            # a bare number sets the threshold
@@ -76,271 +91,256 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
         return super()._get_help_string(action)
 
 
-# --- configuration files ------------------------------------------------------------------
+# --- flags that set AuditConfig fields ----------------------------------------------------
 
 
-def _load_mapping_file(path: str, *, what: str) -> dict[str, Any]:
-    """A JSON or YAML file holding one mapping (YAML is a superset of JSON)."""
-    try:
-        content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"cannot read {what} {path!r}: {error.strerror or error}") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{what} {path!r} is neither JSON nor YAML: {error}") from error
-    if not isinstance(content, dict):
-        raise ConfigError(f"{what} {path!r} must hold a mapping, got {type(content).__name__}")
-    return content
+@dataclass(frozen=True)
+class ConfigFlag:
+    """An `audit` flag that sets one `AuditConfig` field, named by its dotted path.
 
-
-def load_gate_settings(path: str) -> GateSettings:
-    """Default gate settings overridden by the checks a JSON/YAML file names.
-
-    Each key is a check of `GateSettings`; its value is a mapping of `CheckSetting` fields
-    (merged over that check's defaults) or a bare number (the threshold). A top-level `gate:`
-    key may wrap the whole mapping.
+    Its type, choices and shown default come from the field itself. `parse` turns the given
+    text into the field's value after argparse is done (a file to read, a list to split), so
+    its errors are one-line `ConfigError`s like every other bad option.
     """
-    overrides = _load_mapping_file(path, what="gate file")
-    if set(overrides) == {"gate"} and isinstance(overrides["gate"], dict):
-        overrides = overrides["gate"]
-    defaults = GateSettings()
-    merged: dict[str, CheckSetting] = {}
-    for name, override in overrides.items():
-        default = getattr(defaults, str(name), None)
-        if not isinstance(default, CheckSetting):
-            known = ", ".join(GateSettings.model_fields)
-            raise ConfigError(f"gate file {path!r} names unknown check {name!r}; known: {known}")
-        if isinstance(override, bool) or not isinstance(override, int | float | dict):
-            raise ConfigError(
-                f"gate file {path!r}: check {name!r} must be a number or a mapping, "
-                f"got {override!r}"
-            )
-        fields = {"threshold": override} if isinstance(override, int | float) else override
-        try:
-            merged[name] = CheckSetting.model_validate({**default.model_dump(), **fields})
-        except ValidationError as error:
-            raise ConfigError(
-                f"gate file {path!r}: check {name!r}: {_validation_summary(error)}"
-            ) from error
-    return defaults.model_copy(update=merged)
+
+    flag: str
+    field: str
+    help: str
+    metavar: str | None = None
+    parse: Callable[[str], Any] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
 
 
-def load_label_mapping(path: str) -> dict[str, str]:
-    """Candidate label name -> reference label name, from a JSON or YAML mapping."""
-    content = _load_mapping_file(path, what="label map")
-    return {str(key): str(value) for key, value in content.items()}
+def _split_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
-def _validation_summary(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or 'value'}: {item['msg']}"
-        for item in error.errors()
-    )
+# Group title -> its flags. Every other engine option is set through --config.
+AUDIT_FLAGS: dict[str, tuple[ConfigFlag, ...]] = {
+    "models": (
+        ConfigFlag("--reference", "reference.path", "reference checkpoint folder", "PATH"),
+        ConfigFlag("--candidate", "candidate.path", "candidate checkpoint folder", "PATH"),
+        ConfigFlag(
+            "--reference-transform",
+            "reference.transform",
+            "transform applied to the reference at load time",
+        ),
+        ConfigFlag(
+            "--candidate-transform",
+            "candidate.transform",
+            "transform applied to the candidate at load time (int8-dynamic runs on CPU)",
+        ),
+        ConfigFlag(
+            "--label-map",
+            "label_mapping",
+            "JSON/YAML mapping candidate label -> reference label, when their names differ",
+            "FILE",
+            parse=load_label_mapping,
+        ),
+        ConfigFlag("--device", "device", "auto, cpu, cuda, cuda:N"),
+        ConfigFlag(
+            "--dtype",
+            "dtype",
+            "compute dtype of the models (auto: bfloat16 on CUDA, float32 on CPU)",
+        ),
+        ConfigFlag("--batch-size", "batch_size", "inputs per forward pass (larger on a GPU)"),
+        ConfigFlag("--max-length", "max_length", "truncate inputs to this many tokens"),
+    ),
+    "dataset": (
+        ConfigFlag("--dataset", "dataset.path", "JSONL, CSV or TSV file", "FILE"),
+        ConfigFlag("--format", "dataset.format", "file format (default: from suffix)"),
+        ConfigFlag("--text-field", "dataset.text_field", "column of the text"),
+        ConfigFlag(
+            "--text-pair-field", "dataset.text_pair_field", "second text of sentence-pair tasks"
+        ),
+        ConfigFlag("--label-field", "dataset.label_field", "gold label (name or id)"),
+        ConfigFlag("--limit", "dataset.limit", "audit at most N rows", "N"),
+        ConfigFlag(
+            "--sampling",
+            "dataset.sampling",
+            "with --limit: the first N rows, or a seeded random sample",
+        ),
+        ConfigFlag("--seed", "seed", "seed of sampling, bootstrap and explanations", "S"),
+    ),
+    "calibration": (
+        ConfigFlag("--bins", "calibration.n_bins", "reliability bins", "M"),
+        ConfigFlag(
+            "--binning",
+            "calibration.binning",
+            "equal-width bins ((m-1)/M, m/M], or equal-mass groups",
+        ),
+        ConfigFlag(
+            "--bootstrap",
+            "calibration.n_bootstrap",
+            "paired bootstrap resamples for every interval (0: no intervals)",
+            "N",
+        ),
+    ),
+    "explanations": (
+        ConfigFlag(
+            "--explain-instances",
+            "explain.instances",
+            "instances explained with each method (0: skip explanations)",
+            "N",
+        ),
+        ConfigFlag(
+            "--explain-methods",
+            "explain.methods",
+            "comma-separated: lime, shap",
+            "LIST",
+            parse=_split_list,
+        ),
+        ConfigFlag(
+            "--lime-samples", "explain.lime_samples", "perturbed texts per LIME explanation"
+        ),
+        ConfigFlag(
+            "--shap-max-evals", "explain.shap_max_evals", "model evaluations per SHAP explanation"
+        ),
+        ConfigFlag(
+            "--top-k", "explain.top_k", "size of the top-word sets compared (jaccard@K, ...)", "K"
+        ),
+    ),
+}
+# Without --config, these are required; with it, the file may name them instead.
+_REQUIRED_FLAGS = ("--reference", "--candidate", "--dataset")
+
+
+def config_field(path: str) -> FieldInfo:
+    """The `AuditConfig` field at a dotted path, e.g. "calibration.n_bins"."""
+    model: type[BaseModel] = AuditConfig
+    *parents, name = path.split(".")
+    for part in parents:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise ValueError(f"{part!r} in {path!r} is not a settings section")
+        model = annotation
+    return model.model_fields[name]
+
+
+def _value_type(field: FieldInfo) -> Any:
+    """The field's type without `| None`."""
+    annotation = field.annotation
+    if get_origin(annotation) in (Union, UnionType):
+        members = [member for member in get_args(annotation) if member is not NoneType]
+        if len(members) == 1:
+            return members[0]
+    return annotation
+
+
+def _shown_default(field: FieldInfo) -> str | None:
+    default = field.get_default(call_default_factory=True)
+    if default is None or field.is_required():
+        return None
+    return ",".join(default) if isinstance(default, tuple) else str(default)
+
+
+def _argument_options(option: ConfigFlag) -> dict[str, Any]:
+    """argparse keywords for a flag: type and choices from its field, the default in its help.
+
+    The argparse default stays None, so a flag the user did not give never overrides a
+    value from --config; the field's default applies when neither names it.
+    """
+    field = config_field(option.field)
+    value_type = _value_type(field)
+    options: dict[str, Any] = {"help": option.help, "metavar": option.metavar}
+    if option.parse is None and get_origin(value_type) is Literal:
+        options["choices"] = list(get_args(value_type))
+    elif option.parse is None and value_type in (int, float):
+        options["type"] = value_type
+    shown = _shown_default(field)
+    if shown is not None and "default" not in option.help:
+        options["help"] = f"{option.help} (default: {shown})"
+    return options
+
+
+def _set_field(values: dict[str, Any], path: str, value: Any) -> None:
+    """Set `values[a][b]...` for the dotted path "a.b...", creating sections as needed."""
+    *parents, name = path.split(".")
+    section = values
+    for part in parents:
+        child = section.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config file: {part!r} must be a mapping, got {child!r}")
+        section = child
+    section[name] = value
+
+
+def _has_field(values: dict[str, Any], path: str) -> bool:
+    section: Any = values
+    for part in path.split("."):
+        if not isinstance(section, dict) or section.get(part) is None:
+            return False
+        section = section[part]
+    return True
 
 
 def config_from_args(args: argparse.Namespace) -> AuditConfig:
-    """The `AuditConfig` the `audit` subcommand's options describe."""
-    methods = tuple(method.strip() for method in args.explain_methods.split(",") if method.strip())
+    """The `AuditConfig` the `audit` subcommand's options describe.
+
+    Layers, each over the one before: the model's defaults, the --config file, the flags the
+    user gave, then --gate's overrides of single checks.
+    """
+    values = load_config_file(args.config) if args.config else {}
+    flags = [option for group in AUDIT_FLAGS.values() for option in group]
+    for option in flags:
+        given = getattr(args, option.dest)
+        if given is not None:
+            _set_field(values, option.field, option.parse(given) if option.parse else given)
+    for option in flags:
+        if option.flag in _REQUIRED_FLAGS and not _has_field(values, option.field):
+            raise ConfigError(f"{option.flag} is required (or {option.field} in the --config file)")
     try:
-        return AuditConfig(
-            reference=CheckpointSpec(path=args.reference, transform=args.reference_transform),
-            candidate=CheckpointSpec(path=args.candidate, transform=args.candidate_transform),
-            dataset=DatasetSpec(
-                path=args.dataset,
-                format=args.format,
-                text_field=args.text_field,
-                text_pair_field=args.text_pair_field,
-                label_field=args.label_field,
-                limit=args.limit,
-                sampling=args.sampling,
-            ),
-            label_mapping=load_label_mapping(args.label_map) if args.label_map else None,
-            calibration=CalibrationSettings(
-                n_bins=args.bins, binning=args.binning, n_bootstrap=args.bootstrap
-            ),
-            explain=ExplainSettings.model_validate(
-                {
-                    "instances": args.explain_instances,
-                    "methods": methods,
-                    "lime_samples": args.lime_samples,
-                    "shap_max_evals": args.shap_max_evals,
-                    "top_k": args.top_k,
-                }
-            ),
-            gate=load_gate_settings(args.gate) if args.gate else GateSettings(),
-            seed=args.seed,
-            device=args.device,
-            dtype=args.dtype,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-        )
+        config = AuditConfig.model_validate(values)
     except ValidationError as error:
-        raise ConfigError(f"invalid audit options: {_validation_summary(error)}") from error
-
-
-# --- progress and summary -----------------------------------------------------------------
-
-
-class StageProgress:
-    """Progress of audit stages on a stream: a tqdm bar on a terminal, plain lines otherwise."""
-
-    def __init__(self, stream: IO[str], *, enabled: bool = True) -> None:
-        self.stream = stream
-        self.enabled = enabled
-        self.interactive = enabled and stream.isatty()
-        self._bar: Any = None
-        self._stage: str | None = None
-        self._started = 0.0
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if stage != self._stage:
-            self.close()
-            self._stage = stage
-            self._started = time.perf_counter()
-            if self.interactive:
-                from tqdm import tqdm
-
-                self._bar = tqdm(total=total, desc=stage, file=self.stream, leave=False)
-        if self._bar is not None:
-            self._bar.total = total
-            self._bar.n = done
-            self._bar.refresh()
-        elif done >= total:
-            elapsed = time.perf_counter() - self._started
-            print(f"trustdiff: {stage} {done}/{total} ({elapsed:.1f} s)", file=self.stream)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
-# The summary goes to any terminal: the shared number rules, in ASCII with four decimals.
-_number = partial(format_number, style=TERMINAL)
-_interval_text = partial(format_interval, style=TERMINAL)
-
-
-def _check_row(check: GateCheck) -> list[str]:
-    return [
-        check.name,
-        _number(check.value),
-        f"{check.comparison} {check.threshold:.4f}",
-        _interval_text(check.ci_low, check.ci_high),
-        check.judged_on,
-        "PASS" if check.passed else "FAIL",
-    ]
-
-
-def _table(rows: Sequence[Sequence[str]], *, right_aligned: Sequence[int] = ()) -> list[str]:
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [
-            cell.rjust(width) if column in right_aligned else cell.ljust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  " + "  ".join(cells).rstrip())
-    return lines
-
-
-def format_summary(result: AuditResult) -> str:
-    """A plain-text summary: the audited pair, key metrics, every gate check and the verdict."""
-    manifest, parity, calibration = result.manifest, result.parity, result.calibration
-
-    def name(checkpoint: Any) -> str:
-        return checkpoint.path + (f" [{checkpoint.transform}]" if checkpoint.transform else "")
-
-    lines = [
-        f"reference: {name(manifest.reference)}",
-        f"candidate: {name(manifest.candidate)}",
-        f"dataset:   {manifest.dataset.path} ({manifest.dataset.rows} of "
-        f"{manifest.dataset.rows_in_file} rows)   device: {manifest.device}   "
-        f"time: {manifest.timings.get('total', 0.0):.1f} s",
-        "",
-    ]
-    metric_rows = [["metric", "reference", "candidate", "delta", "95% interval"]]
-    metric_rows.append(
-        [
-            "accuracy",
-            _number(parity.reference.accuracy),
-            _number(parity.candidate.accuracy),
-            _number(parity.accuracy_delta.value, signed=True),
-            _interval_text(parity.accuracy_delta.ci_low, parity.accuracy_delta.ci_high),
-        ]
-    )
-    metric_rows.append(
-        [
-            "macro-F1",
-            _number(parity.reference.macro_f1),
-            _number(parity.candidate.macro_f1),
-            _number(parity.macro_f1_delta.value, signed=True),
-            _interval_text(parity.macro_f1_delta.ci_low, parity.macro_f1_delta.ci_high),
-        ]
-    )
-    for metric, label in (("ece", "ECE"), ("mce", "MCE"), ("brier", "Brier"), ("nll", "NLL")):
-        delta = calibration.delta[metric]
-        metric_rows.append(
-            [
-                label,
-                _number(getattr(calibration.reference, metric)),
-                _number(getattr(calibration.candidate, metric)),
-                _number(delta.value, signed=True),
-                _interval_text(delta.ci_low, delta.ci_high),
-            ]
-        )
-    lines += _table(metric_rows, right_aligned=(1, 2, 3))
-    lines += [
-        "",
-        f"agreement {parity.agreement:.4f}   kappa {parity.kappa:.4f}   "
-        f"loyalty {parity.probability_loyalty:.4f}   flips: {parity.fixed} fixed, "
-        f"{parity.broken} broken (McNemar p = {parity.mcnemar_p:.3g})",
-    ]
-    for method, alignment in result.alignment.items():
-        floor = alignment.noise_floor
-        floor_text = "" if floor is None else f"   noise floor {_number(floor.jaccard_at_k.mean)}"
-        lines.append(
-            f"{method} jaccard@{alignment.top_k} {_number(alignment.jaccard_at_k.mean)} "
-            f"over {alignment.n_instances} instances{floor_text}"
-        )
-    lines += ["", "gate"]
-    check_rows = [["check", "value", "rule", "interval", "judged", "result"]]
-    check_rows += [_check_row(check) for check in result.gate.checks]
-    lines += _table(check_rows, right_aligned=(1,))
-    failed = sum(not check.passed for check in result.gate.checks)
-    verdict = "PASS" if result.gate.passed else "FAIL"
-    lines += [
-        "",
-        f"verdict: {verdict} ({len(result.gate.checks) - failed} of "
-        f"{len(result.gate.checks)} checks passed)",
-    ]
-    return "\n".join(lines)
+        raise ConfigError(f"invalid audit options: {validation_summary(error)}") from error
+    if args.gate:
+        config = config.model_copy(update={"gate": load_gate_settings(args.gate, base=config.gate)})
+    return config
 
 
 # --- subcommands --------------------------------------------------------------------------
+
+
+@contextmanager
+def environment_defaults(**defaults: str) -> Iterator[None]:
+    """Set the variables the user has not set, for the duration of the block only."""
+    added = [name for name in defaults if name not in os.environ]
+    for name in added:
+        os.environ[name] = defaults[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _write_report(result: Any, path: str) -> None:
+    from trustdiff.report import render_report
+
+    report = Path(path)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(render_report(result), encoding="utf-8")
 
 
 def _audit_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # transformers' load-time chatter would bury the summary; errors still surface.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
     from trustdiff.audit import run_audit
 
     progress = StageProgress(sys.stderr, enabled=not args.quiet)
-    try:
-        result = run_audit(config, progress=progress)
-    finally:
-        progress.close()
+    # transformers' load-time chatter would bury the summary; errors still surface.
+    with environment_defaults(TRANSFORMERS_VERBOSITY="error"):
+        try:
+            result = run_audit(config, progress=progress)
+        finally:
+            progress.close()
     out.write_text(dump_result(result) + "\n", encoding="utf-8")
     if args.report:
-        from trustdiff.report import render_report
-
-        report = Path(args.report)
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(render_report(result), encoding="utf-8")
+        _write_report(result, args.report)
     print(format_summary(result))
     print(f"result: {out}" + (f"   report: {args.report}" if args.report else ""))
     return EXIT_PASSED if result.gate.passed else EXIT_FAILED
@@ -351,14 +351,16 @@ def _schema_command(args: argparse.Namespace) -> int:
     return EXIT_PASSED
 
 
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    output = parser.add_argument_group("gate and output")
+    output.add_argument("--gate", metavar="FILE", help="JSON/YAML overrides of gate checks")
+    output.add_argument("--out", required=True, metavar="FILE", help="result document (JSON)")
+    output.add_argument("--report", metavar="FILE", help="also write the HTML report")
+    output.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    output.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
 def _add_audit_parser(subparsers: Any) -> None:
-    calibration_defaults = CalibrationSettings()
-    explain_defaults = ExplainSettings()
-    dataset_defaults = DatasetSpec(path="-")
-    audit_defaults = AuditConfig(
-        reference=CheckpointSpec(path="-"), candidate=CheckpointSpec(path="-"),
-        dataset=dataset_defaults,
-    )  # fmt: skip
     parser = subparsers.add_parser(
         "audit",
         help="audit a candidate checkpoint against its reference",
@@ -370,137 +372,17 @@ def _add_audit_parser(subparsers: Any) -> None:
         epilog=_AUDIT_EPILOG,
         formatter_class=_HelpFormatter,
     )
-    models = parser.add_argument_group("models")
-    models.add_argument(
-        "--reference", required=True, metavar="PATH", help="reference checkpoint folder"
-    )
-    models.add_argument(
-        "--candidate", required=True, metavar="PATH", help="candidate checkpoint folder"
-    )
-    models.add_argument(
-        "--reference-transform",
-        choices=get_args(Transform),
-        help="transform applied to the reference at load time",
-    )
-    models.add_argument(
-        "--candidate-transform",
-        choices=get_args(Transform),
-        help="transform applied to the candidate at load time (int8-dynamic runs on CPU)",
-    )
-    models.add_argument(
-        "--label-map",
+    parser.add_argument(
+        "--config",
         metavar="FILE",
-        help="JSON/YAML mapping candidate label -> reference label, when their names differ",
+        help="JSON/YAML of any AuditConfig settings (masking, target, shap_algorithm, ...); "
+        "flags given as well override it",
     )
-    models.add_argument("--device", default=audit_defaults.device, help="auto, cpu, cuda, cuda:N")
-    models.add_argument(
-        "--dtype",
-        choices=get_args(Dtype),
-        default=audit_defaults.dtype,
-        help="compute dtype of the models (auto: bfloat16 on CUDA, float32 on CPU)",
-    )
-    models.add_argument(
-        "--batch-size",
-        type=int,
-        default=audit_defaults.batch_size,
-        help="inputs per forward pass (larger on a GPU)",
-    )
-    models.add_argument(
-        "--max-length",
-        type=int,
-        default=audit_defaults.max_length,
-        help="truncate inputs to this many tokens",
-    )
-
-    data = parser.add_argument_group("dataset")
-    data.add_argument("--dataset", required=True, metavar="FILE", help="JSONL, CSV or TSV file")
-    data.add_argument(
-        "--format", choices=["jsonl", "csv", "tsv"], help="file format (default: from suffix)"
-    )
-    data.add_argument(
-        "--text-field", default=dataset_defaults.text_field, help="column of the text"
-    )
-    data.add_argument("--text-pair-field", help="second text of sentence-pair tasks")
-    data.add_argument(
-        "--label-field", default=dataset_defaults.label_field, help="gold label (name or id)"
-    )
-    data.add_argument("--limit", type=int, metavar="N", help="audit at most N rows")
-    data.add_argument(
-        "--sampling",
-        choices=["head", "random"],
-        default=dataset_defaults.sampling,
-        help="with --limit: the first N rows, or a seeded random sample",
-    )
-    data.add_argument(
-        "--seed",
-        type=int,
-        default=audit_defaults.seed,
-        metavar="S",
-        help="seed of sampling, bootstrap and explanations",
-    )
-
-    calibration = parser.add_argument_group("calibration")
-    calibration.add_argument(
-        "--bins",
-        type=int,
-        default=calibration_defaults.n_bins,
-        metavar="M",
-        help="reliability bins",
-    )
-    calibration.add_argument(
-        "--binning",
-        choices=["equal_width", "equal_mass"],
-        default=calibration_defaults.binning,
-        help="equal-width bins ((m-1)/M, m/M], or equal-mass groups",
-    )
-    calibration.add_argument(
-        "--bootstrap",
-        type=int,
-        default=calibration_defaults.n_bootstrap,
-        metavar="N",
-        help="paired bootstrap resamples for every interval (0: no intervals)",
-    )
-
-    explain = parser.add_argument_group("explanations")
-    explain.add_argument(
-        "--explain-instances",
-        type=int,
-        default=explain_defaults.instances,
-        metavar="N",
-        help="instances explained with each method (0: skip explanations)",
-    )
-    explain.add_argument(
-        "--explain-methods",
-        default=",".join(explain_defaults.methods),
-        metavar="LIST",
-        help="comma-separated: lime, shap",
-    )
-    explain.add_argument(
-        "--lime-samples",
-        type=int,
-        default=explain_defaults.lime_samples,
-        help="perturbed texts per LIME explanation",
-    )
-    explain.add_argument(
-        "--shap-max-evals",
-        type=int,
-        default=explain_defaults.shap_max_evals,
-        help="model evaluations per SHAP explanation",
-    )
-    explain.add_argument(
-        "--top-k",
-        type=int,
-        default=explain_defaults.top_k,
-        metavar="K",
-        help="size of the top-word sets compared (jaccard@K, ...)",
-    )
-
-    output = parser.add_argument_group("gate and output")
-    output.add_argument("--gate", metavar="FILE", help="JSON/YAML overrides of gate checks")
-    output.add_argument("--out", required=True, metavar="FILE", help="result document (JSON)")
-    output.add_argument("--report", metavar="FILE", help="also write the HTML report")
-    output.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    output.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    for title, options in AUDIT_FLAGS.items():
+        group = parser.add_argument_group(title)
+        for option in options:
+            group.add_argument(option.flag, dest=option.dest, **_argument_options(option))
+    _add_output_options(parser)
     parser.set_defaults(func=_audit_command)
 
 
@@ -552,7 +434,7 @@ def _one_line(error: BaseException) -> str:
     if isinstance(error, TrustdiffError):
         message = error.message
     elif isinstance(error, ValidationError):
-        message = _validation_summary(error)
+        message = validation_summary(error)
     else:
         message = f"{type(error).__name__}: {error}"
     return " ".join(message.split())

@@ -155,11 +155,11 @@ class WaitProgress:
 
 def _request_options(args: argparse.Namespace) -> dict[str, Any]:
     """The audit request's fields other than models and dataset, from files and flags."""
-    from trustdiff.cli import _load_mapping_file, load_gate_settings
+    from trustdiff.config_files import load_gate_settings, load_mapping_file
 
     options: dict[str, Any] = {}
     if args.options:
-        options.update(_load_mapping_file(args.options, what="options file"))
+        options.update(load_mapping_file(args.options, what="options file"))
     if args.gate:
         options["gate"] = load_gate_settings(args.gate).model_dump(mode="json")
     if args.explain_instances is not None:
@@ -228,8 +228,8 @@ def _submit_command(args: argparse.Namespace) -> int:
 
 def _finish(client: TrustdiffClient, audit_id: uuid.UUID | str, args: argparse.Namespace) -> int:
     """Wait for the audit, write what was asked for, print the summary; the exit status."""
-    from trustdiff.cli import format_summary
     from trustdiff.result import AuditResult
+    from trustdiff.summary import format_summary
 
     audit = _wait(client, audit_id, args)
     if audit.status != "succeeded":
@@ -318,19 +318,9 @@ def _gate_command(args: argparse.Namespace) -> int:
 
 def format_gate(gate: Gate) -> str:
     """The gate's checks as the `audit` summary prints them, and the verdict."""
-    from trustdiff.cli import _check_row, _table
+    from trustdiff.summary import format_gate as gate_table
 
-    rows = [["check", "value", "rule", "interval", "judged", "result"]]
-    rows += [_check_row(check) for check in gate.checks]
-    failed = sum(not check.passed for check in gate.checks)
-    verdict = "PASS" if gate.passed else "FAIL"
-    return "\n".join(
-        [
-            *_table(rows, right_aligned=(1,)),
-            "",
-            f"verdict: {verdict} ({len(gate.checks) - failed} of {len(gate.checks)} checks passed)",
-        ]
-    )
+    return gate_table(gate)
 
 
 # --- errors and registration ----------------------------------------------------------------

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
 import sys
 import types
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from tests.conftest import TinyAssets
-from trustdiff.cli import load_gate_settings, main
+from trustdiff.cli import build_parser, config_from_args, environment_defaults, main
+from trustdiff.config import AuditConfig, Binning, DatasetFormat, Sampling, Transform
+from trustdiff.config_files import load_gate_settings
 from trustdiff.errors import ConfigError
 from trustdiff.result import AuditResult
 
@@ -188,3 +193,140 @@ def test_bad_gate_files_raise(tmp_path: Path, content: str, match: str) -> None:
     path.write_text(content)
     with pytest.raises(ConfigError, match=match):
         load_gate_settings(str(path))
+
+
+def _choices(flag: str) -> list[str]:
+    audit = next(
+        parser
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name, parser in action.choices.items()
+        if name == "audit"
+    )
+    action = next(action for action in audit._actions if flag in action.option_strings)
+    return list(action.choices or ())
+
+
+@pytest.mark.parametrize(
+    ("flag", "values"),
+    [
+        ("--reference-transform", get_args(Transform)),
+        ("--candidate-transform", get_args(Transform)),
+        ("--format", get_args(DatasetFormat)),
+        ("--sampling", get_args(Sampling)),
+        ("--binning", get_args(Binning)),
+    ],
+)
+def test_flag_choices_are_the_config_types_values(flag: str, values: tuple[str, ...]) -> None:
+    assert _choices(flag) == list(values)
+
+
+def _parsed_config(*argv: str) -> AuditConfig:
+    return config_from_args(build_parser().parse_args(["audit", *argv, "--out", "r.json"]))
+
+
+def test_a_config_file_reaches_options_without_flags_and_flags_override_it(
+    tmp_path: Path,
+) -> None:
+    config_file = tmp_path / "audit.yaml"
+    config_file.write_text(
+        "reference: {path: models/bert}\n"
+        "candidate: {path: models/bert, transform: int8-dynamic}\n"
+        "dataset: {path: dev.jsonl, limit: 40}\n"
+        "seed: 3\n"
+        "calibration: {n_bootstrap: 50, confidence_level: 0.9}\n"
+        "explain: {masking: mask_token, target: gold, shap_algorithm: permutation,"
+        " noise_floor: false}\n"
+        "gate: {agreement: {threshold: 0.9, judged_on: interval}}\n"
+    )
+    gate_file = tmp_path / "gate.yaml"
+    gate_file.write_text("agreement: 0.97\n")
+    config = _parsed_config(
+        "--config", str(config_file), "--seed", "5", "--candidate", "models/tiny",
+        "--gate", str(gate_file),
+    )  # fmt: skip
+    assert config.explain.masking == "mask_token"
+    assert config.explain.target == "gold"
+    assert config.explain.shap_algorithm == "permutation"
+    assert config.explain.noise_floor is False
+    assert config.calibration.confidence_level == 0.9
+    assert config.calibration.n_bootstrap == 50  # no --bootstrap given: the file's value
+    assert config.seed == 5  # the flag wins over the file
+    # --candidate replaces the path only; the file's transform stays
+    assert config.candidate.path == "models/tiny"
+    assert config.candidate.transform == "int8-dynamic"
+    assert config.dataset.limit == 40
+    assert config.gate.agreement.threshold == 0.97  # --gate merges over the file's gate
+    assert config.gate.agreement.judged_on == "interval"
+
+
+def test_without_a_config_file_flags_give_the_old_defaults() -> None:
+    config = _parsed_config("--reference", "a", "--candidate", "b", "--dataset", "d.jsonl")
+    assert config == AuditConfig(
+        reference={"path": "a"}, candidate={"path": "b"}, dataset={"path": "d.jsonl"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "flags", "match"),
+    [
+        ("dataset: {path: d.jsonl}\ncandidate: {path: b}\n", [], "--reference is required"),
+        ("reference: models/bert\n", ["--reference", "a"], "'reference' must be a mapping"),
+        (
+            "reference: {path: a}\ncandidate: {path: b}\ndataset: {path: d}\ncolour: red\n",
+            [],
+            "colour: Extra inputs are not permitted",
+        ),
+        ("- reference\n", [], "must hold a mapping"),
+    ],
+)
+def test_bad_config_files_raise(tmp_path: Path, content: str, flags: list[str], match: str) -> None:
+    config_file = tmp_path / "audit.yaml"
+    config_file.write_text(content)
+    with pytest.raises(ConfigError, match=match):
+        _parsed_config("--config", str(config_file), *flags)
+
+
+def test_an_audit_runs_from_a_config_file(
+    tiny_assets: TinyAssets, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_file = tmp_path / "audit.json"
+    config_file.write_text(
+        json.dumps(
+            {
+                "reference": {"path": str(tiny_assets.reference)},
+                "candidate": {"path": str(tiny_assets.reference)},
+                "dataset": {"path": str(tiny_assets.dataset), "limit": 16},
+                "calibration": {"n_bootstrap": 20},
+                "explain": {"instances": 0, "masking": "mask_token"},
+                "device": "cpu",
+            }
+        )
+    )
+    out = tmp_path / "result.json"
+    args = ["audit", "--config", str(config_file), "--bootstrap", "30", "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    config = AuditResult.model_validate_json(out.read_text()).manifest.config
+    assert config["explain"]["masking"] == "mask_token"  # type: ignore[index]
+    assert config["calibration"]["n_bootstrap"] == 30  # type: ignore[index]
+    assert "16 of 48 rows" in capsys.readouterr().out
+
+
+def test_missing_models_without_a_config_file_exit_2(
+    tiny_assets: TinyAssets, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["audit", "--dataset", str(tiny_assets.dataset), "--out", str(tmp_path / "r.json")]
+    assert main(args) == 2
+    assert "--reference is required" in capsys.readouterr().err
+
+
+def test_environment_defaults_are_set_only_inside_the_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TRUSTDIFF_TEST_UNSET", raising=False)
+    monkeypatch.setenv("TRUSTDIFF_TEST_SET", "user")
+    with environment_defaults(TRUSTDIFF_TEST_UNSET="error", TRUSTDIFF_TEST_SET="error"):
+        assert os.environ["TRUSTDIFF_TEST_UNSET"] == "error"
+        assert os.environ["TRUSTDIFF_TEST_SET"] == "user"  # the user's choice is kept
+    assert "TRUSTDIFF_TEST_UNSET" not in os.environ
+    assert os.environ["TRUSTDIFF_TEST_SET"] == "user"

@@ -1,0 +1,169 @@
+"""What the command line prints while and after an audit runs: stage progress, the summary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from functools import partial
+from typing import IO, Any
+
+from trustdiff.formatting import TERMINAL, format_interval, format_number
+from trustdiff.result import AuditResult, CheckpointManifest, Gate, GateCheck, Interval
+
+# The summary goes to any terminal: the shared number rules, in ASCII with four decimals.
+_number = partial(format_number, style=TERMINAL)
+_interval_text = partial(format_interval, style=TERMINAL)
+_CALIBRATION_ROWS = (("ece", "ECE"), ("mce", "MCE"), ("brier", "Brier"), ("nll", "NLL"))
+
+
+class StageProgress:
+    """Progress of audit stages on a stream: a tqdm bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, stream: IO[str], *, enabled: bool = True) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.interactive = enabled and stream.isatty()
+        self._bar: Any = None
+        self._stage: str | None = None
+        self._started = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage != self._stage:
+            self.close()
+            self._stage = stage
+            self._started = time.perf_counter()
+            if self.interactive:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=total, desc=stage, file=self.stream, leave=False)
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.n = done
+            self._bar.refresh()
+        elif done >= total:
+            elapsed = time.perf_counter() - self._started
+            print(f"trustdiff: {stage} {done}/{total} ({elapsed:.1f} s)", file=self.stream)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _table(rows: Sequence[Sequence[str]], *, right_aligned: Sequence[int] = ()) -> list[str]:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(width) if column in right_aligned else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return lines
+
+
+def _checkpoint_name(checkpoint: CheckpointManifest) -> str:
+    return checkpoint.path + (f" [{checkpoint.transform}]" if checkpoint.transform else "")
+
+
+def _header_lines(result: AuditResult) -> list[str]:
+    manifest = result.manifest
+    return [
+        f"reference: {_checkpoint_name(manifest.reference)}",
+        f"candidate: {_checkpoint_name(manifest.candidate)}",
+        f"dataset:   {manifest.dataset.path} ({manifest.dataset.rows} of "
+        f"{manifest.dataset.rows_in_file} rows)   device: {manifest.device}   "
+        f"time: {manifest.timings.get('total', 0.0):.1f} s",
+    ]
+
+
+def _metric_row(label: str, reference: float, candidate: float, delta: Interval) -> list[str]:
+    return [
+        label,
+        _number(reference),
+        _number(candidate),
+        _number(delta.value, signed=True),
+        _interval_text(delta.ci_low, delta.ci_high),
+    ]
+
+
+def _metric_lines(result: AuditResult) -> list[str]:
+    """Both models' parity and calibration metrics with the delta and its interval."""
+    parity, calibration = result.parity, result.calibration
+    rows = [
+        ["metric", "reference", "candidate", "delta", "95% interval"],
+        _metric_row(
+            "accuracy", parity.reference.accuracy, parity.candidate.accuracy, parity.accuracy_delta
+        ),
+        _metric_row(
+            "macro-F1", parity.reference.macro_f1, parity.candidate.macro_f1, parity.macro_f1_delta
+        ),
+    ]
+    rows += [
+        _metric_row(
+            label,
+            getattr(calibration.reference, metric),
+            getattr(calibration.candidate, metric),
+            calibration.delta[metric],
+        )
+        for metric, label in _CALIBRATION_ROWS
+    ]
+    return _table(rows, right_aligned=(1, 2, 3))
+
+
+def _agreement_lines(result: AuditResult) -> list[str]:
+    """Prediction agreement, then each explanation method's mean jaccard@k."""
+    parity = result.parity
+    lines = [
+        f"agreement {parity.agreement:.4f}   kappa {parity.kappa:.4f}   "
+        f"loyalty {parity.probability_loyalty:.4f}   flips: {parity.fixed} fixed, "
+        f"{parity.broken} broken (McNemar p = {parity.mcnemar_p:.3g})",
+    ]
+    for method, alignment in result.alignment.items():
+        floor = alignment.noise_floor
+        floor_text = "" if floor is None else f"   noise floor {_number(floor.jaccard_at_k.mean)}"
+        lines.append(
+            f"{method} jaccard@{alignment.top_k} {_number(alignment.jaccard_at_k.mean)} "
+            f"over {alignment.n_instances} instances{floor_text}"
+        )
+    return lines
+
+
+def _check_row(check: GateCheck) -> list[str]:
+    return [
+        check.name,
+        _number(check.value),
+        f"{check.comparison} {check.threshold:.4f}",
+        _interval_text(check.ci_low, check.ci_high),
+        check.judged_on,
+        "PASS" if check.passed else "FAIL",
+    ]
+
+
+def format_gate(gate: Gate) -> str:
+    """Every gate check as a table (value, rule, interval, what was judged, result), then the
+    verdict; the `audit` summary ends with it and `trustdiff gate` prints it."""
+    checks = gate.checks
+    rows = [["check", "value", "rule", "interval", "judged", "result"]]
+    rows += [_check_row(check) for check in checks]
+    failed = sum(not check.passed for check in checks)
+    verdict = "PASS" if gate.passed else "FAIL"
+    return "\n".join(
+        [
+            *_table(rows, right_aligned=(1,)),
+            "",
+            f"verdict: {verdict} ({len(checks) - failed} of {len(checks)} checks passed)",
+        ]
+    )
+
+
+def _gate_lines(result: AuditResult) -> list[str]:
+    return ["gate", format_gate(result.gate)]
+
+
+def format_summary(result: AuditResult) -> str:
+    """A plain-text summary: the audited pair, key metrics, every gate check and the verdict."""
+    sections = (_header_lines, _metric_lines, _agreement_lines, _gate_lines)
+    return "\n\n".join("\n".join(section(result)) for section in sections)
