@@ -17,9 +17,6 @@ LAYERS = ("workers", "service", "trustdiff")
 KNOWN_CYCLE_EDGES = {
     # `AuditResult._repr_html_` renders the report, which reads the result's types.
     ("trustdiff.result", "trustdiff.report"),
-    # `submit|status|gate` borrow the gate-file reader and the summary table from `cli`, which
-    # registers them; the shared pieces belong in a module both import.
-    ("trustdiff.remote_cli", "trustdiff.cli"),
 }
 
 
