@@ -97,6 +97,9 @@ def mark_succeeded(session: Session, audit_id: uuid.UUID, *, result: dict[str, A
     audit.gate = gate
     audit.passed = bool(gate["passed"])
     audit.error_code = audit.error_message = None
+    # The last heartbeat's stage (e.g. `explain 0/8`) would read as unfinished work.
+    total = audit.progress_total or 0
+    audit.progress_stage, audit.progress_done, audit.progress_total = "done", total, total
     _finish(session, audit, AuditStatus.SUCCEEDED, utc_now())
     return audit
 

@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,10 @@ def _text_value(value: Any, *, field: str, row: int) -> str:
         )
     if not value.strip():
         raise DatasetError(f"row {row}: field {field!r} is empty", row=row)
+    if "\x00" in value:
+        # Refused rather than altered: no tokenizer gives NUL a meaning, and Postgres JSON
+        # cannot store it, so a result echoing the text would be lost after the compute.
+        raise DatasetError(f"row {row}: field {field!r} contains a NUL character (U+0000)", row=row)
     return value
 
 
@@ -224,11 +228,18 @@ def _raw_rows(
     return list(seen_fields), rows
 
 
-def _label_id(value: str | int, label_names: Sequence[str], *, field: str, row: int) -> int:
-    """Resolve a label given as a name (first) or as an integer id in `label_names`."""
+def _label_id(
+    value: str | int,
+    label_names: Sequence[str],
+    label_ids: Mapping[str, int],
+    *,
+    field: str,
+    row: int,
+) -> int:
+    """Resolve a label given as a name (first, via `label_ids`) or as an integer id."""
     if isinstance(value, str):
-        if value in label_names:
-            return label_names.index(value)
+        if value in label_ids:
+            return label_ids[value]
         try:
             value = int(value)
         except ValueError:
@@ -276,8 +287,13 @@ def read_dataset(
     text, fingerprint = _read_text(path)
     _fields, rows = _raw_rows(text, spec, file_format)
     label_names = list(labels) if labels is not None else _inferred_label_names(rows)
+    # The first id of each name, as `list.index` gives; a dict keeps this linear in rows.
+    id_of_name: dict[str, int] = {}
+    for index, name in enumerate(label_names):
+        id_of_name.setdefault(name, index)
     label_ids = [
-        _label_id(row.label, label_names, field=spec.label_field, row=row.row) for row in rows
+        _label_id(row.label, label_names, id_of_name, field=spec.label_field, row=row.row)
+        for row in rows
     ]
     keep = list(range(len(rows)))
     if spec.limit is not None and spec.limit < len(rows):

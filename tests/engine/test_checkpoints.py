@@ -120,6 +120,13 @@ def test_same_names_in_another_order_are_permuted() -> None:
     assert order == [1, 0]
 
 
+def test_large_label_spaces_are_permuted_by_name() -> None:
+    reference = [f"label-{index}" for index in range(20_000)]
+    candidate = reference[::-1]
+    order = align_label_spaces(reference, candidate, None)
+    assert [candidate[index] for index in order] == reference
+
+
 def test_a_mapping_renames_candidate_labels() -> None:
     order = align_label_spaces(
         ["negative", "positive"], ["POS", "NEG"], {"NEG": "negative", "POS": "positive"}

@@ -130,6 +130,7 @@ GOOD = '{"text": "good film", "label": "positive"}'
         ('{"text": "fine", "label": true}', "row 3: field 'label' must be a label name"),
         ('{"text": "fine", "label": "positive"', "row 3: invalid JSON"),
         ('["fine", "positive"]', "row 3: expected a JSON object"),
+        ('{"text": "fi\\u0000ne", "label": "positive"}', r"row 3: .* NUL character \(U\+0000\)"),
     ],
 )
 def test_bad_jsonl_rows_report_their_row(tmp_path: Path, bad_line: str, match: str) -> None:

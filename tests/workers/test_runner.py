@@ -84,6 +84,7 @@ def test_runner_completes_a_queued_audit_once(
     assert audit.status == AuditStatus.SUCCEEDED
     assert audit.result is not None and audit.gate == audit.result["gate"]
     assert audit.attempts == 1 and audit.heartbeat_at is None
+    assert audit.progress_stage == "done" and audit.progress_done == audit.progress_total
     # A redelivered message finds the audit finished and does nothing.
     assert run_audit_job(audit_id, database=parked_database, settings=parked_settings) is None
     assert run_audit_job(uuid.uuid4(), database=parked_database, settings=parked_settings) is None
