@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 import trustdiff
 from service.api import audits, datasets, health
 from service.db import Database
 from service.jobs import build_celery_app
-from service.limits import BodySizeLimit
+from service.limits import BodySizeLimit, ConcurrencyLimit
 from service.problems import install_problem_handlers
 from service.settings import Settings, get_settings
 
@@ -24,10 +25,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The gateway app; it owns one database engine and one broker client for its lifetime."""
     settings = settings or get_settings()
     settings.ensure_state_folders()
-    database = Database(settings.database_url, build_celery_app(settings))
+    # One connection per request the gateway handles at once (see ConcurrencyLimit).
+    database = Database(
+        settings.database_url,
+        build_celery_app(settings),
+        pool_size=settings.max_concurrent_requests,
+        pool_timeout_s=settings.database_pool_timeout_s,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Sync routes run in anyio's thread pool (40 threads by default): it must not be the
+        # narrower bound, or admitted requests would queue for a thread holding a slot.
+        threads = anyio.to_thread.current_default_thread_limiter()
+        threads.total_tokens = max(threads.total_tokens, settings.max_concurrent_requests + 8)
         yield
         database.dispose()
 
@@ -48,6 +59,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if path.rstrip("/") == upload_path
             else settings.max_request_bytes
         ),
+    )
+    # Outermost: a request waiting for a slot has not been read, authenticated or sized yet.
+    app.add_middleware(
+        ConcurrencyLimit,
+        limit=settings.max_concurrent_requests,
+        queue_timeout_s=settings.request_queue_timeout_s,
+        retry_after_s=settings.retry_after_s,
+        exempt=frozenset({f"{API_PREFIX}/healthz"}),
     )
     app.include_router(audits.router, prefix=API_PREFIX)
     app.include_router(datasets.router, prefix=API_PREFIX)

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import Engine, create_engine, event, update
+from sqlalchemy import Engine, create_engine, event, make_url, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.jobs import (
@@ -20,9 +20,16 @@ from service.jobs import (
 )
 from service.models import Audit, utc_now
 
+# An execution option: transactions on an engine carrying it only read (see `create_db_engine`).
+READ_ONLY = "trustdiff_read_only"
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
 
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for `url`; SQLite gets the settings a multi-process embedded default needs."""
+    """An engine for `url`; SQLite gets the settings a multi-process embedded default needs.
+
+    `kwargs` go to `create_engine` (pool size and timeout: see `Database`).
+    """
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, **kwargs)
     # The gateway's thread pool may open a session in one thread and use it in another.
@@ -33,17 +40,23 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         # Let SQLAlchemy (below) emit BEGIN instead of pysqlite's deferred one.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # WAL lets the gateway read while the worker writes progress; waits instead of
-        # failing with "database is locked" while another process holds the write lock.
+        # WAL: readers never block the writer nor wait for it (each reads its snapshot), so
+        # the gateway answers GETs while the worker writes progress. A writer waits up to
+        # the busy timeout for another writer's (short) transaction instead of failing.
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
+    def _begin(connection: Any) -> None:
+        if connection.get_execution_options().get(READ_ONLY):
+            # A deferred BEGIN takes no lock: a snapshot for reading, nothing more.
+            connection.exec_driver_sql("BEGIN")
+            return
         # SQLite has no SELECT ... FOR UPDATE; taking the write lock at BEGIN gives the state
         # transitions the same "read, check, write" exclusivity a row lock gives on Postgres.
+        # Only writers take it, and they hold it for one short transaction.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
@@ -52,17 +65,50 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
 class Database:
     """An engine, its session factory, and the broker client that jobs are sent with."""
 
-    def __init__(self, url: str, celery_app: Celery | None = None) -> None:
-        self.engine = create_db_engine(url)
+    def __init__(
+        self,
+        url: str,
+        celery_app: Celery | None = None,
+        *,
+        pool_size: int = 5,
+        pool_timeout_s: float = 30.0,
+    ) -> None:
+        # A few connections over `pool_size` for probes and the odd burst; past them a
+        # checkout waits `pool_timeout_s`, then raises (the gateway answers 503, not 500).
+        # (An in-memory SQLite database has one connection per thread and no pool to size.)
+        in_memory = make_url(url).database in (None, "", ":memory:")
+        pool = {"pool_size": pool_size, "max_overflow": 4, "pool_timeout": pool_timeout_s}
+        self.engine = create_db_engine(url, **({} if in_memory else pool))
         # Objects stay readable after commit: responses are built from them after the commit.
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessionmaker = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
         self.celery_app = celery_app
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[Session]:
+        """A session for reading only: on SQLite it takes no write lock (a deferred BEGIN).
+
+        Nothing may be written through it: on SQLite a write would have to upgrade the
+        snapshot to the write lock, which fails at once if another process wrote meanwhile.
+        """
+        with self.read_sessionmaker() as session:
+            try:
+                yield session
+                # Ends the snapshot; unlike a rollback it keeps loaded objects readable.
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session that commits on success and rolls back on error, then sends its jobs.
 
-        This is the only place that commits: service functions and transitions flush.
+        This is the only place that commits: service functions and transitions flush. On
+        SQLite it holds the database's write lock from its first statement to its end:
+        keep it short, and never open one to only read (see `read_transaction`).
         """
         with self.sessionmaker() as session:
             try:

@@ -41,7 +41,14 @@ def build_celery_app(settings: Settings, *, include: list[str] | None = None) ->
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
         broker_connection_timeout=settings.readiness_timeout_s,
     )
-    if settings.broker_url.startswith("sqla+sqlite"):
+    if settings.broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
+        # A message fetched by a worker that died unacknowledged comes back after this long
+        # (kombu's default is 1 hour). Longer than the hard time limit, so a live run is
+        # never handed to a second worker; the stale-audit sweep recovers lost runs sooner.
+        app.conf.broker_transport_options = {
+            "visibility_timeout": settings.broker_visibility_timeout_s
+        }
+    elif settings.broker_url.startswith("sqla+sqlite"):
         # kombu's SQLAlchemy transport hands these to create_engine: wait for SQLite's write
         # lock (the gateway and the worker share the file) instead of failing after 5s.
         app.conf.broker_transport_options = {"connect_args": {"timeout": 30}}

@@ -1,12 +1,13 @@
-"""ASGI middleware that refuses request bodies over a size limit before they are buffered."""
+"""ASGI middleware: request bodies over a size limit, and requests past the concurrency limit."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.problems import problem_response
+from service.problems import overloaded_response, problem_response
 
 
 class BodyTooLarge(Exception):
@@ -78,3 +79,54 @@ class BodySizeLimit:
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+class ConcurrencyLimit:
+    """At most `limit` requests in the app at once; the rest wait in line, then get 503.
+
+    A request waits up to `queue_timeout_s` for a slot, then is answered 503 + Retry-After
+    (problem code `overloaded`) without touching the database. Bounding the requests in
+    flight to what the database pool holds keeps one slow moment from turning into pool
+    timeouts and 500s. Paths in `exempt` (liveness probes) always go through.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        queue_timeout_s: float,
+        retry_after_s: int,
+        exempt: frozenset[str] = frozenset(),
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.queue_timeout_s = queue_timeout_s
+        self.retry_after_s = retry_after_s
+        self.exempt = exempt
+        # Created on first use, inside the server's event loop.
+        self._slots: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limit)
+        try:
+            if self._slots.locked():
+                await asyncio.wait_for(self._slots.acquire(), self.queue_timeout_s)
+            else:
+                await self._slots.acquire()  # free now: never waits
+        except TimeoutError:
+            response = overloaded_response(
+                f"the server is handling {self.limit} requests and none finished within "
+                f"{self.queue_timeout_s:g}s; retry shortly",
+                retry_after_s=self.retry_after_s,
+            )
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._slots.release()

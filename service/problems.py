@@ -11,6 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trustdiff.errors import TrustdiffError
@@ -77,6 +79,23 @@ class UnprocessableContent(Problem):
 
 class ServiceUnavailable(Problem):
     status, code, title = 503, "not_ready", "Service unavailable"
+
+
+# Stable codes of the 503s a loaded gateway sheds requests with (always with Retry-After).
+OVERLOADED = "overloaded"
+DATABASE_UNAVAILABLE = "database_unavailable"
+
+
+def overloaded_response(detail: str, *, retry_after_s: int, code: str = OVERLOADED) -> JSONResponse:
+    """503 + `Retry-After`: the request was not handled and may be sent again as it is."""
+    return problem_response(
+        503,
+        title="Service unavailable",
+        detail=detail,
+        code=code,
+        extra={"retry_after_s": retry_after_s},
+        headers={"Retry-After": str(retry_after_s)},
+    )
 
 
 def problem_response(
@@ -151,6 +170,30 @@ async def _render_http_error(_request: Request, exc: StarletteHTTPException) -> 
     )
 
 
+def _retry_after_s(request: Request) -> int:
+    settings = getattr(request.app.state, "settings", None)
+    return int(getattr(settings, "retry_after_s", 2))
+
+
+async def _render_pool_timeout(request: Request, _exc: SQLAlchemyTimeoutError) -> JSONResponse:
+    # Every pooled connection stayed busy for the pool timeout: shed, do not fail.
+    return overloaded_response(
+        "the server is busy: no database connection came free in time; retry shortly",
+        retry_after_s=_retry_after_s(request),
+    )
+
+
+async def _render_database_error(request: Request, exc: OperationalError) -> JSONResponse:
+    # Connection refused or dropped, SQLite's busy timeout, a failover: transient, and not
+    # the request's fault. The driver's text names hosts and files: it goes to the log only.
+    logger.warning("database unavailable: %s", exc.orig if exc.orig is not None else exc)
+    return overloaded_response(
+        "the database is busy or unreachable; retry shortly",
+        retry_after_s=_retry_after_s(request),
+        code=DATABASE_UNAVAILABLE,
+    )
+
+
 async def _render_unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
     return problem_response(
@@ -167,4 +210,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.exception_handler(TrustdiffError)(_render_engine_error)
     app.exception_handler(RequestValidationError)(_render_validation_error)
     app.exception_handler(StarletteHTTPException)(_render_http_error)
+    app.exception_handler(SQLAlchemyTimeoutError)(_render_pool_timeout)
+    app.exception_handler(OperationalError)(_render_database_error)
     app.exception_handler(Exception)(_render_unexpected_error)

@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -75,6 +75,58 @@ class Settings(BaseSettings):
     )
 
     readiness_timeout_s: float = Field(default=2.0, gt=0)
+
+    # Load shedding: past these, a request is answered 503 + Retry-After, never left to time
+    # out into a 500. The database pool holds one connection per concurrent request.
+    max_concurrent_requests: int = Field(
+        default=32, ge=1, le=1000, description="Requests one gateway process handles at once."
+    )
+    request_queue_timeout_s: float = Field(
+        default=10.0, ge=0, description="How long a request waits for a free slot before 503."
+    )
+    database_pool_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a request waits for a database connection."
+    )
+    retry_after_s: int = Field(default=2, ge=1, description="`Retry-After` sent with a 503.")
+
+    # Lost work: every queued audit eventually runs, and no run goes on for ever.
+    requeue_queued_after_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A queued audit no worker claimed for this long is sent to the broker again.",
+    )
+    task_soft_time_limit_s: float = Field(
+        default=3600.0, gt=0, description="An audit running longer fails `time_limit_exceeded`."
+    )
+    task_time_limit_s: float = Field(
+        default=3900.0, gt=0, description="A worker process still running it then is killed."
+    )
+    broker_visibility_timeout_s: float = Field(
+        default=4200.0,
+        gt=0,
+        description="Redis redelivers a message its worker did not acknowledge after this long.",
+    )
+    result_store_attempts: int = Field(default=4, ge=1)
+    result_store_backoff_s: float = Field(
+        default=1.0, ge=0, description="First wait between attempts to store a result."
+    )
+    artifacts_dir: Path = Field(
+        default_factory=lambda data: data["home"] / "artifacts",
+        description="Result documents the database refused are kept here, one file per audit.",
+    )
+
+    @model_validator(mode="after")
+    def _limits_nest(self) -> Settings:
+        # A redelivery before the hard limit would start a second run of a live audit.
+        if not (
+            self.task_soft_time_limit_s < self.task_time_limit_s < self.broker_visibility_timeout_s
+        ):
+            raise ValueError(
+                "need task_soft_time_limit_s < task_time_limit_s < broker_visibility_timeout_s, "
+                f"got {self.task_soft_time_limit_s}, {self.task_time_limit_s}, "
+                f"{self.broker_visibility_timeout_s}"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod

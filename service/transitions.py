@@ -160,14 +160,24 @@ def record_heartbeat(session: Session, audit_id: uuid.UUID, progress: Progress |
 
 
 def recover_stale_audits(
-    session: Session, *, heartbeat_timeout: timedelta, max_attempts: int
+    session: Session,
+    *,
+    heartbeat_timeout: timedelta,
+    max_attempts: int,
+    requeue_queued_after: timedelta,
 ) -> list[uuid.UUID]:
-    """Deal with audits whose worker died, and with jobs the broker refused; returns their ids.
+    """Deal with audits whose worker died, and with jobs the broker refused or lost; returns
+    their ids.
 
     A running audit whose heartbeat is older than `heartbeat_timeout` lost its worker: it is
     re-queued while it has attempts left, cancelled if a cancel was requested, else failed
-    with `worker_lost`. A queued audit whose enqueue failed is sent again. Rows another
-    transaction holds are skipped (SKIP LOCKED), so concurrent sweeps never block each other.
+    with `worker_lost`. A queued audit is sent again when its enqueue failed, or when no
+    worker claimed it for `requeue_queued_after` (since it was queued or last sent): the
+    broker may have lost the message (a Redis restart without persistence, a flush, a
+    gateway killed between commit and send). A message sent twice is harmless: the second
+    finds the audit no longer queued and does nothing (`start_running` checks the state).
+    Rows another transaction holds are skipped (SKIP LOCKED), so concurrent sweeps never
+    block each other.
     """
     now = utc_now()
     stale = session.scalars(
@@ -182,11 +192,21 @@ def recover_stale_audits(
         )
     unsent = session.scalars(
         select(Audit)
-        .where(Audit.status == AuditStatus.QUEUED, Audit.enqueue_failed_at.is_not(None))
+        .where(
+            Audit.status == AuditStatus.QUEUED,
+            Audit.enqueue_failed_at.is_not(None) | (Audit.updated_at < now - requeue_queued_after),
+        )
         .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
     ).all()
     for audit in unsent:
+        if audit.enqueue_failed_at is None:
+            logger.warning(
+                "audit %s: queued since %s, unclaimed; sent again", audit.id, audit.updated_at
+            )
         audit.enqueue_failed_at = None
+        # `updated_at` is when it was queued or last sent: the next re-send waits again.
+        audit.updated_at = now
         enqueue_after_commit(session, RUN_AUDIT_TASK, audit.id)
     return [audit.id for audit in [*stale, *unsent]]
 

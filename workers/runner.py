@@ -16,8 +16,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from service import transitions
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "internal_error"
+RESULT_STORAGE_FAILED = "result_storage_failed"
+TIME_LIMIT_EXCEEDED = "time_limit_exceeded"
 
 
 def worker_name() -> str:
@@ -49,11 +52,22 @@ class Heartbeat(threading.Thread):
     was requested, which `should_cancel` answers from memory at every batch boundary.
     """
 
-    def __init__(self, database: Database, audit_id: uuid.UUID, interval_s: float) -> None:
+    def __init__(
+        self,
+        database: Database,
+        audit_id: uuid.UUID,
+        interval_s: float,
+        *,
+        time_limit_s: float | None = None,
+    ) -> None:
         super().__init__(name=f"heartbeat-{audit_id}", daemon=True)
         self.database = database
         self.audit_id = audit_id
         self.interval_s = interval_s
+        # The soft time limit, checked where the engine checks for a cancel: it works under
+        # every pool (Celery's own limits need prefork) and stops at a batch boundary.
+        self.deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+        self.timed_out = threading.Event()
         self.cancel_requested = threading.Event()
         self._stopped = threading.Event()
         self._lock = threading.Lock()
@@ -64,7 +78,9 @@ class Heartbeat(threading.Thread):
             self._progress = Progress(stage=stage, done=done, total=total)
 
     def should_cancel(self) -> bool:
-        return self.cancel_requested.is_set()
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.timed_out.set()
+        return self.cancel_requested.is_set() or self.timed_out.is_set()
 
     def beat(self) -> None:
         with self._lock:
@@ -88,8 +104,14 @@ class Heartbeat(threading.Thread):
         self.join()
 
 
-def _with_retries(action: Callable[[], Any], *, attempts: int = 4) -> Any:
-    """Retry a short transaction on transient database errors.
+def _with_retries(
+    action: Callable[[], Any],
+    *,
+    attempts: int = 4,
+    backoff_s: float = 1.0,
+    retry_on: type[Exception] | tuple[type[Exception], ...] = OperationalError,
+) -> Any:
+    """Run a short transaction, retrying on `retry_on` with exponential backoff.
 
     Used for storing an outcome: losing minutes of compute to one dropped connection would be
     worse than waiting a few seconds.
@@ -97,11 +119,11 @@ def _with_retries(action: Callable[[], Any], *, attempts: int = 4) -> Any:
     for attempt in range(attempts):
         try:
             return action()
-        except OperationalError:
+        except retry_on:
             if attempt == attempts - 1:
                 raise
-            logger.warning("transient database error; retrying", exc_info=True)
-            time.sleep(2**attempt)
+            logger.warning("database error storing an outcome; retrying", exc_info=True)
+            time.sleep(backoff_s * 2**attempt)
     return None
 
 
@@ -117,18 +139,61 @@ def _claim(database: Database, audit_id: uuid.UUID) -> tuple[dict[str, Any], str
 
 
 def _store_outcome(
-    database: Database, audit_id: uuid.UUID, outcome: Callable[[Session], Any]
-) -> None:
+    database: Database,
+    audit_id: uuid.UUID,
+    outcome: Outcome,
+    settings: Settings,
+) -> AuditStatus:
+    """Record `outcome`; returns the status the audit ended with.
+
+    A result the database keeps refusing (any database error, after retries) is not lost:
+    the document is written to `settings.artifacts_dir` and the audit fails with
+    `result_storage_failed`, naming the file.
+    """
+
     def store() -> None:
         with database.transaction() as session:
-            outcome(session)
+            outcome.store(session)
 
     try:
-        _with_retries(store)
+        # Only a result is worth retrying every database error for: the failure of a
+        # deterministic error (e.g. a value the column cannot hold) costs a few seconds.
+        retry_on = SQLAlchemyError if outcome.document is not None else OperationalError
+        _with_retries(
+            store,
+            attempts=settings.result_store_attempts,
+            backoff_s=settings.result_store_backoff_s,
+            retry_on=retry_on,
+        )
     except (InvalidTransition, NotFound) as error:
         # The sweep decided this run was lost (e.g. the heartbeat stalled), or the audit was
         # deleted: the row's state stands.
         logger.warning("audit %s: outcome dropped: %s", audit_id, error.detail)
+        return outcome.status
+    except SQLAlchemyError as error:
+        if outcome.document is None:
+            raise
+        logger.exception("audit %s: the database refused the result", audit_id)
+        kept = _keep_artifact(settings.artifacts_dir, audit_id, outcome.document)
+        message = (
+            f"the audit finished but the database refused its result ({type(error).__name__}) "
+            f"{settings.result_store_attempts} time(s); the result document is kept as "
+            f"{settings.artifacts_dir.name}/{kept.name} in the service's data folder"
+        )
+        failed = _failed(audit_id, RESULT_STORAGE_FAILED, message)
+        _store_outcome(database, audit_id, failed, settings)
+        return failed.status
+    return outcome.status
+
+
+def _keep_artifact(folder: Path, audit_id: uuid.UUID, document: dict[str, Any]) -> Path:
+    """Write `document` to `folder/<audit_id>.json` atomically (never a half-written file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{audit_id}.json"
+    partial_path = path.with_suffix(".json.partial")
+    partial_path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    os.replace(partial_path, path)
+    return path
 
 
 def _result_document(result: AuditResult) -> dict[str, Any]:
@@ -165,9 +230,9 @@ def run_audit_job(
             settings=settings,
             data_root=settings.dataset_folder(dataset_root),
         )
-    _store_outcome(database, audit_id, outcome.store)
-    logger.info("audit %s: %s", audit_id, outcome.status)
-    return outcome.status
+    status = _store_outcome(database, audit_id, outcome, settings)
+    logger.info("audit %s: %s", audit_id, status)
+    return status
 
 
 @dataclass(frozen=True)
@@ -176,6 +241,8 @@ class Outcome:
 
     status: AuditStatus
     store: Callable[[Session], Any]
+    # The result document of a succeeded run (kept as an artifact if it cannot be stored).
+    document: dict[str, Any] | None = None
 
 
 def _failed(audit_id: uuid.UUID, code: str, message: str) -> Outcome:
@@ -204,7 +271,12 @@ def _run_engine(
     """Run the engine with a heartbeat beside it; every way it can end becomes an Outcome."""
     from trustdiff.audit import run_audit
 
-    heartbeat = Heartbeat(database, audit_id, settings.heartbeat_interval_s)
+    heartbeat = Heartbeat(
+        database,
+        audit_id,
+        settings.heartbeat_interval_s,
+        time_limit_s=settings.task_soft_time_limit_s,
+    )
     heartbeat.start()
     try:
         result = run_audit(
@@ -215,7 +287,9 @@ def _run_engine(
             should_cancel=heartbeat.should_cancel,
         )
         document = _result_document(result)
-    except AuditCancelledError:
+    except (AuditCancelledError, SoftTimeLimitExceeded) as error:
+        if heartbeat.timed_out.is_set() or isinstance(error, SoftTimeLimitExceeded):
+            return _timed_out(audit_id, settings.task_soft_time_limit_s)
         logger.info("audit %s: cancelled", audit_id)
         return Outcome(
             AuditStatus.CANCELLED, partial(transitions.mark_cancelled, audit_id=audit_id)
@@ -233,16 +307,27 @@ def _run_engine(
     finally:
         heartbeat.stop()
     store = partial(transitions.mark_succeeded, audit_id=audit_id, result=document)
-    return Outcome(AuditStatus.SUCCEEDED, store)
+    return Outcome(AuditStatus.SUCCEEDED, store, document)
+
+
+def _timed_out(audit_id: uuid.UUID, limit_s: float) -> Outcome:
+    logger.warning("audit %s: stopped at the %ss time limit", audit_id, limit_s)
+    message = (
+        f"the audit ran longer than the {limit_s:g}s time limit and was stopped; audit "
+        f"fewer rows or explained instances, or ask the operator to raise "
+        f"TRUSTDIFF_TASK_SOFT_TIME_LIMIT_S"
+    )
+    return _failed(audit_id, TIME_LIMIT_EXCEEDED, message)
 
 
 def sweep_stale_audits(*, database: Database, settings: Settings) -> list[uuid.UUID]:
-    """Re-queue or fail audits whose worker died; re-send jobs the broker refused."""
+    """Re-queue or fail audits whose worker died; re-send jobs the broker refused or lost."""
     with database.transaction() as session:
         touched = transitions.recover_stale_audits(
             session,
             heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout_s),
             max_attempts=settings.max_attempts,
+            requeue_queued_after=timedelta(seconds=settings.requeue_queued_after_s),
         )
     if touched:
         logger.warning("sweep recovered audits %s", [str(audit_id) for audit_id in touched])

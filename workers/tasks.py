@@ -23,6 +23,11 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerOperationalError)
     retry_backoff=2,
     retry_backoff_max=120,
     max_retries=5,
+    # Enforced by the prefork pool: SoftTimeLimitExceeded inside the run (the runner fails
+    # the audit `time_limit_exceeded`), then the process is killed. The runner also checks
+    # the soft limit itself at every batch boundary, which works under every pool.
+    soft_time_limit=runtime.settings.task_soft_time_limit_s,
+    time_limit=runtime.settings.task_time_limit_s,
 )
 def run_audit(audit_id: str) -> None:
     run_audit_job(audit_id, database=runtime.database, settings=runtime.settings)

@@ -28,8 +28,21 @@ def get_database(request: Request) -> Database:
     return database
 
 
-def get_db_session(database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
-    """The request's session: committed when the handler returns, rolled back if it raises."""
+# Methods that only read: their session takes no write lock (see `Database.read_transaction`).
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_db_session(
+    request: Request, database: Annotated[Database, Depends(get_database)]
+) -> Iterator[Session]:
+    """The request's session: committed when the handler returns, rolled back if it raises.
+
+    A GET only reads: on SQLite it must never wait for, or hold, the write lock.
+    """
+    if request.method in READ_METHODS:
+        with database.read_transaction() as session:
+            yield session
+        return
     with database.transaction() as session:
         yield session
 

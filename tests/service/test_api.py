@@ -231,6 +231,18 @@ def test_malformed_dataset_names_its_row(client: TestClient, auth: dict[str, str
     assert_problem(unknown_format, 422, "dataset_invalid")
 
 
+def test_text_with_a_nul_character_is_refused_with_its_row(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    # Postgres JSON cannot store U+0000: refused up front, not lost after the compute.
+    rows = [json.dumps(row) for row in sentiment_rows(4)]
+    rows[2] = json.dumps({"text": "fine\u0000film", "label": "positive"})
+    content = ("\n".join(rows) + "\n").encode()
+    response = client.post("/v1/datasets", files={"file": ("nul.jsonl", content)}, headers=auth)
+    problem = assert_problem(response, 422, "dataset_invalid")
+    assert problem["row"] == 3 and "NUL" in problem["detail"]
+
+
 def test_oversized_upload_and_body_are_413(
     client: TestClient, auth: dict[str, str], settings: Settings
 ) -> None:

@@ -216,3 +216,119 @@ def test_sweep_resends_jobs_the_broker_refused(
     assert sweep_stale_audits(database=parked_database, settings=parked_settings) == [audit_id]
     assert queued_messages(parked_settings, redis_url) == [str(audit_id)]
     assert load(parked_database, audit_id).enqueue_failed_at is None
+
+
+def backdate(database: Database, audit_id: uuid.UUID, seconds: float) -> None:
+    with database.transaction() as session:
+        audit = session.get(Audit, audit_id)
+        assert audit is not None
+        audit.updated_at = utc_now() - timedelta(seconds=seconds)
+
+
+def test_sweep_resends_queued_audits_no_worker_claimed(
+    parked_database: Database, parked_settings: Settings, redis_url: str
+) -> None:
+    audit_id = submit(parked_database, parked_settings)
+    # The broker loses the message (a flush, a restart without persistence).
+    assert queued_messages(parked_settings, redis_url) == [str(audit_id)]
+    assert sweep_stale_audits(database=parked_database, settings=parked_settings) == []
+    backdate(parked_database, audit_id, parked_settings.requeue_queued_after_s + 1)
+    assert sweep_stale_audits(database=parked_database, settings=parked_settings) == [audit_id]
+    assert queued_messages(parked_settings, redis_url) == [str(audit_id)]
+    # Sent again once per threshold, not on every sweep.
+    assert sweep_stale_audits(database=parked_database, settings=parked_settings) == []
+    # Both copies may arrive: the first runs the audit, the second finds it claimed.
+    assert run_audit_job(audit_id, database=parked_database, settings=parked_settings) == (
+        "succeeded"
+    )
+    assert run_audit_job(audit_id, database=parked_database, settings=parked_settings) is None
+    assert load(parked_database, audit_id).attempts == 1
+
+
+def test_a_lost_message_is_sent_again_and_the_worker_completes_the_audit(
+    settings: Settings,
+    parked_settings: Settings,
+    clean_database: Database,
+    parked_database: Database,
+    worker: Any,
+    redis_url: str,
+) -> None:
+    # Committed, but its message went to a queue no worker reads, then was lost.
+    audit_id = submit(parked_database, parked_settings, explain={"instances": 0})
+    assert queued_messages(parked_settings, redis_url) == [str(audit_id)]
+    backdate(clean_database, audit_id, settings.requeue_queued_after_s + 1)
+    # The worker's own sweep (the same function) sends it on the queue the worker reads.
+    assert sweep_stale_audits(database=clean_database, settings=settings) == [audit_id]
+    deadline = time.monotonic() + 120
+    while (audit := load(clean_database, audit_id)).status in {"queued", "running"}:
+        assert time.monotonic() < deadline, f"still {audit.status}"
+        time.sleep(0.3)
+    assert audit.status == AuditStatus.SUCCEEDED and audit.result is not None
+    assert audit.attempts == 1
+
+
+def test_a_result_the_database_refuses_is_retried_then_kept_as_an_artifact(
+    parked_database: Database,
+    parked_settings: Settings,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    import workers.runner
+
+    settings = parked_settings.model_copy(
+        update={
+            "artifacts_dir": tmp_path / "artifacts",
+            "result_store_attempts": 3,
+            "result_store_backoff_s": 0.01,
+        }
+    )
+    real_document = workers.runner._result_document
+
+    def with_nul(result: Any) -> dict[str, Any]:
+        # Postgres JSONB cannot hold U+0000: a real, persistent storage error.
+        document = real_document(result)
+        document["manifest"]["note"] = "a\u0000b"
+        return document
+
+    attempts: list[int] = []
+    real_mark_succeeded = transitions.mark_succeeded
+
+    def counted(*args: Any, **kwargs: Any) -> Audit:
+        attempts.append(1)
+        return real_mark_succeeded(*args, **kwargs)
+
+    monkeypatch.setattr(workers.runner, "_result_document", with_nul)
+    monkeypatch.setattr(transitions, "mark_succeeded", counted)
+    audit_id = submit(parked_database, settings, explain={"instances": 0})
+    assert run_audit_job(audit_id, database=parked_database, settings=settings) == "failed"
+    assert len(attempts) == 3
+    audit = load(parked_database, audit_id)
+    assert audit.status == AuditStatus.FAILED and audit.result is None
+    assert audit.error_code == "result_storage_failed"
+    assert f"artifacts/{audit_id}.json" in (audit.error_message or "")
+    assert str(tmp_path) not in (audit.error_message or "")
+    kept = json.loads((tmp_path / "artifacts" / f"{audit_id}.json").read_text("utf-8"))
+    assert kept["manifest"]["note"] == "a\u0000b" and "gate" in kept
+    assert list((tmp_path / "artifacts").iterdir()) == [tmp_path / "artifacts" / f"{audit_id}.json"]
+
+
+def test_an_audit_past_its_soft_time_limit_fails_with_a_clear_code(
+    parked_database: Database, parked_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trustdiff.audit
+    from trustdiff.errors import AuditCancelledError
+
+    def endless_engine(*_args: Any, should_cancel: Any, **_kwargs: Any) -> None:
+        while not should_cancel():
+            time.sleep(0.05)
+        raise AuditCancelledError("stopped at a batch boundary")
+
+    monkeypatch.setattr(trustdiff.audit, "run_audit", endless_engine)
+    settings = parked_settings.model_copy(update={"task_soft_time_limit_s": 0.5})
+    audit_id = submit(parked_database, settings)
+    assert run_audit_job(audit_id, database=parked_database, settings=settings) == "failed"
+    audit = load(parked_database, audit_id)
+    assert audit.error_code == "time_limit_exceeded"
+    assert "0.5s time limit" in (audit.error_message or "")
