@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -240,13 +242,26 @@ class AuditResult(_Doc):
     gate: Gate
     instances: list[Instance]
 
-    def _repr_html_(self) -> str:
-        """The HTML report (`render_report`), so Jupyter shows a result inline."""
-        # Imported on use: the document must stay importable without the report's
-        # templates (the gateway validates results with it).
-        from trustdiff.report import render_report
+    def _repr_html_(self) -> str | None:
+        """The HTML report, so Jupyter shows a result inline (None: plain repr instead).
 
-        return render_report(self)
+        The renderer is found through the `trustdiff.renderers` entry point named
+        `text/html` rather than imported: the report reads this document's types, so the
+        arrow points from the report to the result and never back.
+        """
+        renderer = html_renderer()
+        return None if renderer is None else renderer(self)
+
+
+RENDERERS_ENTRY_POINT_GROUP = "trustdiff.renderers"
+
+
+def html_renderer() -> Callable[[AuditResult], str] | None:
+    """The installed `text/html` renderer of result documents, or None when there is none."""
+    for entry_point in entry_points(group=RENDERERS_ENTRY_POINT_GROUP, name="text/html"):
+        renderer: Callable[[AuditResult], str] = entry_point.load()
+        return renderer
+    return None
 
 
 def result_json_schema() -> dict[str, object]:
