@@ -11,13 +11,16 @@ import pytest
 
 from tests.tiny_models import build_tiny_bert, sentiment_rows, write_dataset
 
+ENTRY_POINT_GROUPS = ("trustdiff.commands", "trustdiff.renderers")
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    # `trustdiff serve|worker|keys|migrate` are found through the installed package metadata;
-    # an install made before they were published there cannot run the service tests.
-    if not entry_points(group="trustdiff.commands"):
+    # Service commands and the result's HTML renderer are found through the installed package
+    # metadata; an install made before they were published there cannot run the tests.
+    missing = [group for group in ENTRY_POINT_GROUPS if not entry_points(group=group)]
+    if missing:
         raise pytest.UsageError(
-            "the installed trustdiff metadata has no `trustdiff.commands` entry points; "
+            f"the installed trustdiff metadata has no {', '.join(missing)} entry points; "
             "reinstall: `.venv/bin/python -m pip install --no-deps -e .` (or `make install`)"
         )
 
