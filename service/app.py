@@ -9,10 +9,12 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 import trustdiff
-from service.api import audits, datasets, health
+from service.api import audits, datasets, health, metrics
 from service.db import Database
 from service.jobs import build_celery_app
 from service.limits import BodySizeLimit, ConcurrencyLimit
+from service.logs import AuditLogContext
+from service.metrics import RequestMetrics, ServiceMetrics
 from service.problems import install_problem_handlers
 from service.settings import Settings, get_settings
 
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.metrics = ServiceMetrics(database)
     install_problem_handlers(app)
     upload_path = f"{API_PREFIX}/datasets"
     app.add_middleware(
@@ -71,4 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audits.router, prefix=API_PREFIX)
     app.include_router(datasets.router, prefix=API_PREFIX)
     app.include_router(health.router, prefix=API_PREFIX)
+    app.include_router(metrics.router)
+    # Outermost: every request is counted and logged, including those refused by the limits.
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(AuditLogContext, access_log=settings.log_format == "json")
     return app

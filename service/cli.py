@@ -107,11 +107,11 @@ def prepare_state(*, migrate_embedded: bool) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
-
+    from service.logs import configure_logging
     from service.serve import serve
+    from service.settings import get_settings
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    configure_logging(get_settings().log_format, args.log_level)
     return serve(
         host=args.host,
         port=args.port,

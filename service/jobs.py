@@ -83,8 +83,10 @@ def send_pending_jobs(session: Session, celery_app: Celery) -> list[tuple[str, s
         try:
             celery_app.send_task(task_name, args=[audit_id])
         except Exception:
-            logger.exception("could not enqueue %s(%s)", task_name, audit_id)
+            logger.exception(
+                "could not enqueue %s(%s)", task_name, audit_id, extra={"audit_id": audit_id}
+            )
             failed.append((task_name, audit_id))
         else:
-            logger.info("enqueued %s(%s)", task_name, audit_id)
+            logger.info("enqueued %s(%s)", task_name, audit_id, extra={"audit_id": audit_id})
     return failed

@@ -109,7 +109,17 @@ def serve(*, host: str, port: int, start_worker: bool, migrate: bool, log_level:
             settings.database_url.split("@")[-1],
             settings.broker_url.split("@")[-1],
         )
-        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run()
+        # Logging is configured already (`service.logs`); in JSON mode the app writes the
+        # access lines itself, with the audit id that uvicorn's own could not carry.
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            log_config=None,
+            access_log=settings.log_format != "json",
+        )
+        uvicorn.Server(config).run()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:

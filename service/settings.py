@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -115,6 +116,19 @@ class Settings(BaseSettings):
         description="Result documents the database refused are kept here, one file per audit.",
     )
 
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one object per line, with the audit id on each."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics requires `Authorization: Bearer <token>`.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="When set, workers log every succeeded audit to this MLflow tracking server.",
+    )
+    mlflow_experiment: str = Field(default="trustdiff", min_length=1)
+
     @model_validator(mode="after")
     def _limits_nest(self) -> Settings:
         # A redelivery before the hard limit would start a second run of a live audit.
@@ -137,10 +151,10 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + url.removeprefix(prefix)
         return url
 
-    @field_validator("callback_secret", mode="before")
+    @field_validator("callback_secret", "metrics_token", "mlflow_tracking_uri", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
-        # Compose passes `${TRUSTDIFF_CALLBACK_SECRET:-}` through as "": that is no secret.
+        # Compose passes `${TRUSTDIFF_CALLBACK_SECRET:-}` through as "": that is unset.
         return None if value == "" else value
 
     @property

@@ -35,7 +35,7 @@ from trustdiff.config_files import (
 )
 from trustdiff.errors import ConfigError, TrustdiffError
 from trustdiff.remote_cli import register as register_remote_commands
-from trustdiff.result import dump_result, result_json_schema
+from trustdiff.result import AuditResult, dump_result, result_json_schema
 from trustdiff.summary import StageProgress, format_summary
 from trustdiff.threads import configure_cpu_threads
 
@@ -341,9 +341,19 @@ def _audit_command(args: argparse.Namespace) -> int:
     out.write_text(dump_result(result) + "\n", encoding="utf-8")
     if args.report:
         _write_report(result, args.report)
+    if args.mlflow:
+        _log_to_mlflow(result, args.mlflow_experiment)
     print(format_summary(result))
     print(f"result: {out}" + (f"   report: {args.report}" if args.report else ""))
     return EXIT_PASSED if result.gate.passed else EXIT_FAILED
+
+
+def _log_to_mlflow(result: AuditResult, experiment: str | None) -> None:
+    from trustdiff.report import render_report
+    from trustdiff.tracking import log_audit
+
+    run_id = log_audit(result, report_html=render_report(result), experiment=experiment)
+    print(f"trustdiff: logged to MLflow run {run_id}", file=sys.stderr)
 
 
 def _schema_command(args: argparse.Namespace) -> int:
@@ -356,6 +366,14 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--gate", metavar="FILE", help="JSON/YAML overrides of gate checks")
     output.add_argument("--out", required=True, metavar="FILE", help="result document (JSON)")
     output.add_argument("--report", metavar="FILE", help="also write the HTML report")
+    output.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also log the result to MLflow ($MLFLOW_TRACKING_URI; needs trustdiff[mlflow])",
+    )
+    output.add_argument(
+        "--mlflow-experiment", metavar="NAME", help="MLflow experiment (default: trustdiff)"
+    )
     output.add_argument("--quiet", action="store_true", help="no progress on stderr")
     output.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 

@@ -8,6 +8,7 @@ from celery.signals import celeryd_init, worker_process_init, worker_ready, work
 
 from service.settings import get_settings
 from trustdiff.threads import available_cores, configure_cpu_threads
+from workers import observability  # noqa: F401  (connects the log format and audit-id signals)
 from workers.runtime import WorkerRuntime
 
 runtime = WorkerRuntime(get_settings(), task_modules=["workers.tasks"])

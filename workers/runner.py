@@ -29,6 +29,7 @@ from service.settings import Settings
 from service.transitions import InvalidTransition, Progress
 from trustdiff.config import AuditConfig
 from trustdiff.errors import AuditCancelledError, TrustdiffError
+from workers.tracking import log_to_mlflow
 
 if TYPE_CHECKING:
     from trustdiff.result import AuditResult
@@ -232,6 +233,8 @@ def run_audit_job(
         )
     status = _store_outcome(database, audit_id, outcome, settings)
     logger.info("audit %s: %s", audit_id, status)
+    if status == AuditStatus.SUCCEEDED and outcome.result and settings.mlflow_tracking_uri:
+        log_to_mlflow(audit_id, outcome.result, settings)
     return status
 
 
@@ -243,6 +246,8 @@ class Outcome:
     store: Callable[[Session], Any]
     # The result document of a succeeded run (kept as an artifact if it cannot be stored).
     document: dict[str, Any] | None = None
+    # The engine's result of a succeeded run, for MLflow once the document is stored.
+    result: AuditResult | None = None
 
 
 def _failed(audit_id: uuid.UUID, code: str, message: str) -> Outcome:
@@ -307,7 +312,7 @@ def _run_engine(
     finally:
         heartbeat.stop()
     store = partial(transitions.mark_succeeded, audit_id=audit_id, result=document)
-    return Outcome(AuditStatus.SUCCEEDED, store, document)
+    return Outcome(AuditStatus.SUCCEEDED, store, document, result)
 
 
 def _timed_out(audit_id: uuid.UUID, limit_s: float) -> Outcome:
