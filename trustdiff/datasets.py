@@ -8,7 +8,7 @@ import io
 import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ class Dataset:
     `labels[i]` is the id of row i's gold label in `label_names` (the audit's label space);
     `row_numbers[i]` its 1-based data row in the file (see `read_dataset`). `fingerprint` is
     the sha256 of the file bytes; `rows_in_file` counts every data row before sampling.
+    `columns` keeps every other field of the file (e.g. `source`, `language`), one value per
+    kept row, for slicing: CSV/TSV values are strings, JSONL values as parsed (None where a
+    row lacks the field).
     """
 
     path: Path
@@ -43,6 +46,7 @@ class Dataset:
     row_numbers: list[int]
     rows_in_file: int
     fingerprint: str
+    columns: dict[str, list[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -73,6 +77,7 @@ class _RawRow:
     text: str
     text_pair: str | None
     label: str | int
+    other: dict[str, Any]
 
 
 def dataset_format(path: Path, spec: DatasetSpec) -> DatasetFormat:
@@ -222,7 +227,11 @@ def _raw_rows(
                 record.get(spec.text_pair_field), field=spec.text_pair_field, row=row
             )
         label_value = _label_value(record.get(spec.label_field), field=spec.label_field, row=row)
-        rows.append(_RawRow(row=row, text=text_value, text_pair=pair_value, label=label_value))
+        used = (spec.text_field, spec.text_pair_field, spec.label_field)
+        other = {name: value for name, value in record.items() if name not in used}
+        rows.append(
+            _RawRow(row=row, text=text_value, text_pair=pair_value, label=label_value, other=other)
+        )
     if not rows:
         raise DatasetError("dataset has no data rows")
     return list(seen_fields), rows
@@ -285,7 +294,7 @@ def read_dataset(
     """
     file_format = dataset_format(path, spec)
     text, fingerprint = _read_text(path)
-    _fields, rows = _raw_rows(text, spec, file_format)
+    fields, rows = _raw_rows(text, spec, file_format)
     label_names = list(labels) if labels is not None else _inferred_label_names(rows)
     # The first id of each name, as `list.index` gives; a dict keeps this linear in rows.
     id_of_name: dict[str, int] = {}
@@ -315,6 +324,11 @@ def read_dataset(
         row_numbers=[rows[index].row for index in keep],
         rows_in_file=len(rows),
         fingerprint=fingerprint,
+        columns={
+            name: [rows[index].other.get(name) for index in keep]
+            for name in fields
+            if name not in (spec.text_field, spec.text_pair_field, spec.label_field)
+        },
     )
 
 

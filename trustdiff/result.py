@@ -89,6 +89,14 @@ class Parity(_Doc):
     )
     fixed: int = Field(description="Reference wrong, candidate right.")
     broken: int = Field(description="Reference right, candidate wrong.")
+    negative_flip_rate: Interval | None = Field(
+        default=None,
+        description="broken / n: reference right → candidate wrong, over all rows; bootstrap CI",
+    )
+    positive_flip_rate: Interval | None = Field(
+        default=None,
+        description="fixed / n: reference wrong → candidate right, over all rows; bootstrap CI",
+    )
     mcnemar_p: float
     kappa: float
     probability_loyalty: float
@@ -126,6 +134,24 @@ class ModelCalibration(_Doc):
     reliability: list[BinnedCalibration] = Field(description="Both binnings, for the report.")
 
 
+class SmoothReliabilityCurve(_Doc):
+    confidence: list[float] = Field(description="Equally spaced points in [0, 1].")
+    accuracy: list[float] = Field(description="Kernel-smoothed accuracy at each confidence.")
+    density: list[float] = Field(description="Kernel density of the confidences there.")
+
+
+class ModelSmoothCalibration(_Doc):
+    smooth_ece: float = Field(description="SmoothECE (Błasiok & Nakkiran 2023), top label.")
+    bandwidth: float = Field(description="The kernel width σ* with smECE_σ* = σ*.")
+    curve: SmoothReliabilityCurve
+
+
+class SmoothCalibration(_Doc):
+    reference: ModelSmoothCalibration
+    candidate: ModelSmoothCalibration
+    delta: Interval = Field(description="candidate − reference SmoothECE, paired bootstrap CI")
+
+
 class Calibration(_Doc):
     binning: Literal["equal_width", "equal_mass"]
     n_bins: int
@@ -133,6 +159,9 @@ class Calibration(_Doc):
     candidate: ModelCalibration
     delta: dict[str, Interval] = Field(
         description="candidate − reference for ece, mce, classwise_ece, brier, nll; paired CI."
+    )
+    smooth: SmoothCalibration | None = Field(
+        default=None, description="Binning-free calibration error and reliability curves."
     )
 
 
@@ -164,6 +193,30 @@ class AlignmentMetrics(_Doc):
     cosine_similarity: MetricSummary
 
 
+class ModelFaithfulness(_Doc):
+    """One model's explanations judged against that model (ERASER AOPC, k = 1…top_k)."""
+
+    comprehensiveness: MetricSummary = Field(
+        description="Mean over instances of p(x) − p(x without its top-j words), averaged over j."
+    )
+    sufficiency: MetricSummary = Field(
+        description="Mean over instances of p(x) − p(only its top-j words), averaged over j."
+    )
+
+
+class Faithfulness(_Doc):
+    top_k: int
+    n_instances: int
+    reference: ModelFaithfulness
+    candidate: ModelFaithfulness
+    comprehensiveness_delta: Interval = Field(
+        description="candidate − reference mean comprehensiveness, paired bootstrap CI"
+    )
+    sufficiency_delta: Interval = Field(
+        description="candidate − reference mean sufficiency, paired bootstrap CI"
+    )
+
+
 class MethodAlignment(AlignmentMetrics):
     """Between reference and candidate; `noise_floor` is reference vs its own re-run."""
 
@@ -171,6 +224,7 @@ class MethodAlignment(AlignmentMetrics):
     n_instances: int
     settings: dict[str, object]
     noise_floor: AlignmentMetrics | None = None
+    faithfulness: Faithfulness | None = None
 
 
 # --- gate -----------------------------------------------------------------------------------
@@ -214,6 +268,10 @@ class Explanation(_Doc):
     alignment: dict[str, dict[str, float | None]] = Field(
         default_factory=dict, description="method -> metric -> between-model value."
     )
+    faithfulness: dict[str, dict[str, dict[str, float]]] = Field(
+        default_factory=dict,
+        description="method -> model (reference, candidate) -> comprehensiveness, sufficiency.",
+    )
 
 
 class Instance(_Doc):
@@ -228,6 +286,88 @@ class Instance(_Doc):
     explanations: Explanation | None = None
 
 
+# --- beyond the averages ---------------------------------------------------------------------
+
+
+class SliceResult(_Doc):
+    """Both models on the rows of one slice; deltas are candidate − reference, paired CI."""
+
+    column: str = Field(description='A dataset column, "gold label" or "length".')
+    value: str
+    n: int
+    judged: bool = Field(description="At least min_slice_size rows: held against the candidate.")
+    reference_accuracy: float
+    candidate_accuracy: float
+    accuracy_delta: Interval
+    agreement: Interval
+    negative_flip_rate: Interval
+    reference_ece: float
+    candidate_ece: float
+    ece_delta: Interval
+    failing: list[str] = Field(
+        default_factory=list,
+        description="Slice checks whose threshold this judged slice misses (enabled or not).",
+    )
+
+
+class Slices(_Doc):
+    columns: list[str] = Field(description="Sliced dataset columns, then the built-in slices.")
+    min_slice_size: int
+    slices: list[SliceResult] = Field(description="Sorted by agreement, lowest first.")
+
+
+class DistanceSummary(_Doc):
+    mean: float
+    median: float
+    p90: float
+    p99: float
+    max: float
+    histogram: Histogram
+
+
+class DivergentRow(_Doc):
+    index: int = Field(description="0-based row index in the audited dataset.")
+    text: str
+    text_pair: str | None = None
+    label: str
+    reference_proba: list[float]
+    candidate_proba: list[float]
+    kl: float
+    js_distance: float
+
+
+class Divergence(_Doc):
+    """Per-row distances between the two models' probability vectors: the tail a mean hides."""
+
+    kl: DistanceSummary = Field(description="KL(reference ‖ candidate) per row, nats.")
+    js_distance: DistanceSummary = Field(
+        description="Jensen–Shannon distance per row (base 2, in [0, 1])."
+    )
+    most_divergent: list[DivergentRow] = Field(description="The rows with the largest KL.")
+
+
+class ExemplarRow(_Doc):
+    index: int = Field(description="0-based row index in the audited dataset.")
+    text: str
+    text_pair: str | None = None
+    label: str
+    reference_proba: list[float]
+    candidate_proba: list[float]
+    shift: float = Field(description="Total variation distance between the two vectors.")
+
+
+class ExemplarGroup(_Doc):
+    reference_prediction: str
+    candidate_prediction: str
+    count: int = Field(description="Rows with this pair of predictions.")
+    rows: list[ExemplarRow] = Field(description="The largest probability shifts first.")
+
+
+class Exemplars(_Doc):
+    per_group: int
+    groups: list[ExemplarGroup] = Field(description="Largest group first.")
+
+
 # --- the document ---------------------------------------------------------------------------
 
 
@@ -240,6 +380,11 @@ class AuditResult(_Doc):
         default_factory=dict, description='Keyed by method: "lime", "shap".'
     )
     gate: Gate
+    slices: Slices | None = None
+    divergence: Divergence | None = None
+    exemplars: Exemplars | None = Field(
+        default=None, description="Rows the models disagree on, for a person to read."
+    )
     instances: list[Instance]
 
     def _repr_html_(self) -> str | None:

@@ -204,3 +204,25 @@ def test_validate_dataset_file_still_reports_bad_rows(tmp_path: Path) -> None:
     path = _write(tmp_path / "up.csv", "text,label\ngood,1\n,0\n")
     with pytest.raises(DatasetError, match="row 2"):
         validate_dataset_file(path, _spec(path))
+
+
+def test_other_columns_are_kept_for_slicing(tmp_path: Path) -> None:
+    csv_file = _write(
+        tmp_path / "data.csv",
+        "text,label,source,tier\nfine,positive,web,gold\nbad,negative,news,\nok,positive,web,free\n",
+    )
+    dataset = read_dataset(csv_file, _spec(csv_file, limit=2), labels=LABELS)
+    assert dataset.columns == {"source": ["web", "news"], "tier": ["gold", ""]}
+    rows = [
+        {"text": "fine", "label": "positive", "source": "web"},
+        {"text": "bad", "label": "negative", "lang": "de", "source": 3},
+    ]
+    jsonl_file = _write(tmp_path / "data.jsonl", "\n".join(json.dumps(row) for row in rows))
+    dataset = read_dataset(jsonl_file, _spec(jsonl_file), labels=LABELS)
+    # A row without a field holds None there; values keep their JSON type.
+    assert dataset.columns == {"source": ["web", 3], "lang": [None, "de"]}
+    pair_file = _write(tmp_path / "pairs.tsv", "a\tb\tlabel\tsource\nx\ty\tpositive\tweb\n")
+    pairs = read_dataset(
+        pair_file, _spec(pair_file, text_field="a", text_pair_field="b"), labels=LABELS
+    )
+    assert pairs.columns == {"source": ["web"]}
