@@ -140,14 +140,26 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _worst_slice(result: dict[str, Any]) -> str:
+    """The lowest agreement among the slices large enough to judge, and which slice it is."""
+    judged = [item for item in (result.get("slices") or {}).get("slices", []) if item["judged"]]
+    if not judged:
+        return "—"
+    worst = min(judged, key=lambda item: item["agreement"]["value"])
+    return f"{worst['agreement']['value']:.3f} ({worst['column']}: {worst['value']})"
+
+
 def summary_row(name: str, result: dict[str, Any]) -> list[str]:
     """The columns a release engineer reads first, from one result document."""
     parity = result["parity"]
     delta_ece = result["calibration"]["delta"]["ece"]
+    negative_flips = parity.get("negative_flip_rate") or {}
     row = [
         name,
         f"{parity['reference']['accuracy']:.3f} → {parity['candidate']['accuracy']:.3f}",
         _fmt(parity["agreement"]),
+        _fmt(negative_flips.get("value")),
+        _worst_slice(result),
         f"{delta_ece['value']:+.3f} [{_fmt(delta_ece['ci_low'])}, {_fmt(delta_ece['ci_high'])}]",
     ]
     for method in ("lime", "shap"):
@@ -166,6 +178,8 @@ def format_table(rows: Sequence[Sequence[str]]) -> str:
         "candidate",
         "accuracy ref → cand",
         "agreement",
+        "neg. flips",
+        "worst slice agreement",
         "ΔECE [95% CI]",
         "LIME j@10 (floor)",
         "SHAP j@10 (floor)",

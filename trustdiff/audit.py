@@ -37,6 +37,7 @@ from trustdiff.result import (
     Manifest,
     MethodAlignment,
 )
+from trustdiff.sections import measure_breakdown
 
 if TYPE_CHECKING:
     from trustdiff.datasets import TextInput
@@ -91,7 +92,8 @@ def validate_audit(
     """Every check that needs no model, in the order a user fixes them; fast and torch-free.
 
     Raises `PathOutsideRootError`, `CheckpointError` subclasses, `LabelMismatchError`,
-    `DatasetError` (with the bad row) or `ConfigError` (an unrecognisable device string).
+    `DatasetError` (with the bad row) or `ConfigError` (an unrecognisable device string, a
+    slice column the dataset lacks).
     """
     if not _DEVICE_PATTERN.match(config.device):
         raise ConfigError(
@@ -105,6 +107,12 @@ def validate_audit(
     candidate = inspect_checkpoint(candidate_path)
     column_order = align_label_spaces(reference.labels, candidate.labels, config.label_mapping)
     dataset = read_dataset(dataset_path, config.dataset, labels=reference.labels, seed=config.seed)
+    missing = [column for column in config.slices.columns if column not in dataset.columns]
+    if missing:
+        raise ConfigError(
+            f"slice column {missing[0]!r} is not in the dataset; its other columns are "
+            f"{sorted(dataset.columns)}"
+        )
     return ValidatedAudit(
         config=config,
         reference_path=reference_path,
@@ -262,7 +270,7 @@ def _explain(
         # explanations never need.
         from trustdiff.explain import explain_and_align
 
-        return explain_and_align(
+        alignment, explanations = explain_and_align(
             evaluator,
             validated.dataset,
             reference_proba=predictions.reference_proba,
@@ -272,6 +280,19 @@ def _explain(
             seed=config.seed,
             progress=stages.report,
             should_cancel=stages.should_cancel,
+        )
+        if not config.explain.faithfulness:
+            return alignment, explanations
+        from trustdiff.explain.faithfulness import add_faithfulness
+
+        return add_faithfulness(
+            evaluator,
+            alignment,
+            explanations,
+            reference_proba=predictions.reference_proba,
+            candidate_proba=predictions.candidate_proba,
+            gold=validated.dataset.labels,
+            config=config,
         )
 
 
@@ -394,9 +415,25 @@ def run_audit(
             settings=config.calibration,
             seed=config.seed,
         )
+        breakdown = measure_breakdown(
+            predictions.y_true,
+            predictions.reference_proba,
+            predictions.candidate_proba,
+            dataset=validated.dataset,
+            labels=validated.labels,
+            config=config,
+        )
+        calibration = calibration.model_copy(update={"smooth": breakdown.smooth_calibration})
     alignment, explanations = _explain(evaluator, validated, predictions, stages)
     with stages.stage("gate"):
-        gate = evaluate_gate(parity, calibration, alignment, config.gate)
+        gate = evaluate_gate(
+            parity,
+            calibration,
+            alignment,
+            config.gate,
+            slices=breakdown.slices,
+            divergence=breakdown.divergence,
+        )
     stages.timings["forward"] = evaluator.stats.forward_seconds
     stages.timings["total"] = time.perf_counter() - stages.started
     return AuditResult(
@@ -405,5 +442,8 @@ def run_audit(
         calibration=calibration,
         alignment=alignment,
         gate=gate,
+        slices=breakdown.slices,
+        divergence=breakdown.divergence,
+        exemplars=breakdown.exemplars,
         instances=_instances(validated.dataset, validated.labels, predictions, explanations),
     )

@@ -164,6 +164,20 @@ AUDIT_FLAGS: dict[str, tuple[ConfigFlag, ...]] = {
             "with --limit: the first N rows, or a seeded random sample",
         ),
         ConfigFlag("--seed", "seed", "seed of sampling, bootstrap and explanations", "S"),
+        ConfigFlag(
+            "--slices",
+            "slices.columns",
+            "comma-separated categorical columns to report per slice, besides the gold label "
+            "and text-length quartiles",
+            "LIST",
+            parse=_split_list,
+        ),
+        ConfigFlag(
+            "--min-slice-size",
+            "slices.min_slice_size",
+            "slices with fewer rows are listed but never judged",
+            "N",
+        ),
     ),
     "calibration": (
         ConfigFlag("--bins", "calibration.n_bins", "reliability bins", "M"),

@@ -42,6 +42,7 @@ __all__ = [
     "RowLimit",
     "Sampling",
     "ShapAlgorithm",
+    "SliceSettings",
     "Transform",
 ]
 
@@ -111,6 +112,27 @@ class ExplainSettings(_Settings):
     noise_floor: bool = Field(
         default=True, description="Explain the reference a second time with another seed."
     )
+    faithfulness: bool = Field(
+        default=True,
+        description="Measure comprehensiveness and sufficiency of each model's explanations "
+        "(2·top_k extra inputs per model, instance and method).",
+    )
+
+
+class SliceSettings(_Settings):
+    """Where to look beyond dataset-wide means: per-slice metrics on dataset columns.
+
+    The gold label and text-length quartiles are always sliced; `columns` adds categorical
+    dataset columns (e.g. `source`, `language`). Slices under `min_slice_size` rows are
+    listed but never judged.
+    """
+
+    columns: tuple[str, ...] = Field(
+        default=(), description="Dataset columns to slice by, besides gold label and length."
+    )
+    min_slice_size: int = Field(
+        default=50, ge=1, description="Smaller slices are reported but not judged."
+    )
 
 
 class CheckSetting(_Settings):
@@ -124,9 +146,10 @@ class CheckSetting(_Settings):
 class GateSettings(_Settings):
     """Default "no worse than" margins; a request overrides any of them.
 
-    `*_drop` and `*_increase` checks pass when the value is at most the threshold;
-    `agreement` passes when at least the threshold; the alignment checks pass when the
-    between-model mean is no more than `threshold` below the reference's own noise floor.
+    `*_drop`, `*_increase`, `negative_flip_rate` and `kl_p99` checks pass when the value is at
+    most the threshold; `agreement` and `worst_slice_agreement` when it is at least the
+    threshold; the jaccard margins when the between-model mean is no more than `threshold`
+    below the reference's own noise floor.
     """
 
     # One field per check of `trustdiff.gate.CHECKS`, which says how each is measured.
@@ -136,8 +159,15 @@ class GateSettings(_Settings):
     agreement: CheckSetting = CheckSetting(threshold=0.95)
     ece_increase: CheckSetting = CheckSetting(threshold=0.02)
     brier_increase: CheckSetting = CheckSetting(threshold=0.02)
+    negative_flip_rate: CheckSetting = CheckSetting(threshold=0.05)
+    # Available, off by default: the slices, the KL tail, and explanation faithfulness below.
+    worst_slice_accuracy_drop: CheckSetting = CheckSetting(threshold=0.05, enabled=False)
+    worst_slice_agreement: CheckSetting = CheckSetting(threshold=0.90, enabled=False)
+    kl_p99: CheckSetting = CheckSetting(threshold=0.25, enabled=False)
     lime_jaccard_margin: CheckSetting = CheckSetting(threshold=0.15)
     shap_jaccard_margin: CheckSetting = CheckSetting(threshold=0.15)
+    lime_comprehensiveness_drop: CheckSetting = CheckSetting(threshold=0.05, enabled=False)
+    shap_comprehensiveness_drop: CheckSetting = CheckSetting(threshold=0.05, enabled=False)
 
 
 DatasetT = TypeVar("DatasetT")
@@ -158,6 +188,7 @@ class AuditOptions(_Settings, Generic[DatasetT]):
     )
     calibration: CalibrationSettings = CalibrationSettings()
     explain: ExplainSettings = ExplainSettings()
+    slices: SliceSettings = SliceSettings()
     gate: GateSettings = GateSettings()
     seed: int = Field(default=0, ge=0)
     dtype: Dtype = Field(

@@ -15,12 +15,15 @@ from typing import Literal, get_args
 from trustdiff.config import CheckSetting, ExplainMethod, GateSettings
 from trustdiff.result import (
     Calibration,
+    Divergence,
     Gate,
     GateCheck,
     Interval,
     MethodAlignment,
     Parity,
     Pillar,
+    SliceResult,
+    Slices,
 )
 
 Comparison = Literal["<=", ">="]
@@ -28,11 +31,14 @@ Comparison = Literal["<=", ">="]
 
 @dataclass(frozen=True)
 class Evidence:
-    """Everything the checks measure: the audit's parity, calibration and alignment."""
+    """Everything the checks measure: the audit's parity, calibration and alignment, and the
+    sections beyond the averages (None in documents that predate them: their checks fail)."""
 
     parity: Parity
     calibration: Calibration
     alignment: dict[str, MethodAlignment]
+    slices: Slices | None = None
+    divergence: Divergence | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,65 @@ def _jaccard_margin(method: str) -> CheckSpec:
     )
 
 
+def _comprehensiveness_drop(method: str) -> CheckSpec:
+    def measure(evidence: Evidence) -> Interval | None:
+        faithfulness = evidence.alignment[method].faithfulness
+        return None if faithfulness is None else _negated(faithfulness.comprehensiveness_delta)
+
+    return CheckSpec(
+        name=f"{method}_comprehensiveness_drop",
+        pillar="alignment",
+        comparison="<=",
+        measure=measure,
+        description=(
+            f"reference − candidate mean comprehensiveness of the {method.upper()} explanations "
+            f"(each model's own top words erased)"
+        ),
+        method=method,
+    )
+
+
+def _judged_slices(evidence: Evidence) -> list[SliceResult]:
+    return [] if evidence.slices is None else [s for s in evidence.slices.slices if s.judged]
+
+
+def _worst_slice_accuracy_drop(evidence: Evidence) -> Interval | None:
+    judged = _judged_slices(evidence)
+    if not judged:
+        return None
+    worst = min(judged, key=lambda item: item.accuracy_delta.value)
+    return _negated(worst.accuracy_delta)
+
+
+def _worst_slice_agreement(evidence: Evidence) -> Interval | None:
+    judged = _judged_slices(evidence)
+    return min((item.agreement for item in judged), key=lambda item: item.value, default=None)
+
+
+def _slice_rule(
+    what: str, pick: Callable[[SliceResult], float]
+) -> Callable[[Evidence, float], Rule]:
+    """Names the worst slice (or says none had enough rows) in the check's description."""
+
+    def rule(evidence: Evidence, threshold: float) -> Rule:
+        judged = _judged_slices(evidence)
+        size = None if evidence.slices is None else evidence.slices.min_slice_size
+        if not judged:
+            return Rule(threshold, f"{what}: no slice has at least {size} rows")
+        worst = min(judged, key=pick)
+        return Rule(
+            threshold,
+            f"{what} over slices of at least {size} rows: {worst.column} = {worst.value} "
+            f"({worst.n} rows)",
+        )
+
+    return rule
+
+
+def _kl_p99(evidence: Evidence) -> Interval | None:
+    return None if evidence.divergence is None else Interval(value=evidence.divergence.kl.p99)
+
+
 CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(
         name="accuracy_drop",
@@ -166,9 +231,37 @@ CHECKS: tuple[CheckSpec, ...] = (
         measure=_calibration_increase("brier"),
         description="candidate brier − reference brier",
     ),
+    CheckSpec(
+        name="negative_flip_rate",
+        pillar="parity",
+        comparison="<=",
+        measure=lambda evidence: evidence.parity.negative_flip_rate,
+        description="share of all rows the reference gets right and the candidate wrong",
+    ),
+    CheckSpec(
+        name="worst_slice_accuracy_drop",
+        pillar="parity",
+        comparison="<=",
+        measure=_worst_slice_accuracy_drop,
+        rule=_slice_rule("largest accuracy drop", lambda item: item.accuracy_delta.value),
+    ),
+    CheckSpec(
+        name="worst_slice_agreement",
+        pillar="parity",
+        comparison=">=",
+        measure=_worst_slice_agreement,
+        rule=_slice_rule("lowest agreement", lambda item: item.agreement.value),
+    ),
+    CheckSpec(
+        name="kl_p99",
+        pillar="parity",
+        comparison="<=",
+        measure=_kl_p99,
+        description="99th percentile over rows of KL(reference ‖ candidate), nats",
+    ),
     *(_jaccard_margin(method) for method in get_args(ExplainMethod)),
+    *(_comprehensiveness_drop(method) for method in get_args(ExplainMethod)),
 )
-_CHECKS_BY_NAME = {spec.name: spec for spec in CHECKS}
 
 
 def _judged_value(
@@ -220,9 +313,7 @@ def _applicable_checks(evidence: Evidence) -> Iterator[CheckSpec]:
     method that ran, in the order the methods ran."""
     yield from (spec for spec in CHECKS if spec.method is None)
     for method in evidence.alignment:
-        spec = _CHECKS_BY_NAME.get(f"{method}_jaccard_margin")
-        if spec is not None:
-            yield spec
+        yield from (spec for spec in CHECKS if spec.method == method)
 
 
 def evaluate_gate(
@@ -230,6 +321,9 @@ def evaluate_gate(
     calibration: Calibration,
     alignment: dict[str, MethodAlignment],
     settings: GateSettings,
+    *,
+    slices: Slices | None = None,
+    divergence: Divergence | None = None,
 ) -> Gate:
     """Judge every enabled check of `CHECKS`; the gate passes when all of them pass.
 
@@ -240,13 +334,25 @@ def evaluate_gate(
     - `agreement` (parity, `>=`): fraction of identical predictions, with its bootstrap
       interval when the parity section carries one.
     - `ece_increase`, `brier_increase` (calibration, `<=`): candidate − reference, paired CI.
-    - `<method>_jaccard_margin` for each method in `alignment` that has a setting (alignment,
+    - `negative_flip_rate` (parity, `<=`): reference right → candidate wrong, over all rows.
+    - `worst_slice_accuracy_drop` (`<=`) and `worst_slice_agreement` (`>=`) (parity): the
+      worst slice among those with at least `min_slice_size` rows, with that slice's CI.
+    - `kl_p99` (parity, `<=`): the 99th percentile of per-row KL(reference ‖ candidate).
+    - for each method in `alignment`, in that order: `<method>_jaccard_margin` (alignment,
       `>=`): the between-model mean jaccard@k must reach `noise_floor_mean − margin`, or
-      `1 − margin` when no noise floor was measured; the interval is the mean's CI.
+      `1 − margin` when no noise floor was measured; the interval is the mean's CI; then
+      `<method>_comprehensiveness_drop` (alignment, `<=`): reference − candidate mean
+      comprehensiveness, negated paired CI.
 
     A gate with no enabled check passes (an empty AND).
     """
-    evidence = Evidence(parity=parity, calibration=calibration, alignment=alignment)
+    evidence = Evidence(
+        parity=parity,
+        calibration=calibration,
+        alignment=alignment,
+        slices=slices,
+        divergence=divergence,
+    )
     checks = []
     for spec in _applicable_checks(evidence):
         setting: CheckSetting = getattr(settings, spec.name)

@@ -9,6 +9,7 @@ from trustdiff.config import CalibrationSettings
 from trustdiff.metrics import parity as parity_metrics
 from trustdiff.metrics.bootstrap import paired_bootstrap_replicates, percentile_interval
 from trustdiff.metrics.calibration import BINNINGS, calibration_summary, reliability_bins
+from trustdiff.metrics.flips import flip_rates
 from trustdiff.result import (
     BinnedCalibration,
     Calibration,
@@ -103,6 +104,8 @@ def _paired_replicates(
         return {
             "accuracy": candidate_correct[rows].mean() - reference_correct[rows].mean(),
             "agreement": agreeing[rows].mean(),
+            "negative_flip_rate": (reference_correct[rows] & ~candidate_correct[rows]).mean(),
+            "positive_flip_rate": (~reference_correct[rows] & candidate_correct[rows]).mean(),
             "macro_f1": parity_metrics.macro_f1(truth, candidate_pred[rows], n_classes=n_classes)
             - parity_metrics.macro_f1(truth, reference_pred[rows], n_classes=n_classes),
             **{
@@ -141,6 +144,7 @@ def _parity(
     reference = _model_parity(y_true, reference_pred, labels=labels)
     candidate = _model_parity(y_true, candidate_pred, labels=labels)
     flips = parity_metrics.flip_counts(y_true, reference_pred, candidate_pred)
+    rates = flip_rates(y_true, reference_pred, candidate_pred)
     agreement = parity_metrics.agreement(reference_pred, candidate_pred)
     return Parity(
         reference=reference,
@@ -155,6 +159,12 @@ def _parity(
         agreement_interval=_interval("agreement", agreement, replicates, confidence_level),
         fixed=flips.fixed,
         broken=flips.broken,
+        negative_flip_rate=_interval(
+            "negative_flip_rate", rates.negative, replicates, confidence_level
+        ),
+        positive_flip_rate=_interval(
+            "positive_flip_rate", rates.positive, replicates, confidence_level
+        ),
         mcnemar_p=parity_metrics.mcnemar_exact_p_value(flips.fixed, flips.broken),
         kappa=parity_metrics.cohen_kappa(reference_pred, candidate_pred),
         probability_loyalty=parity_metrics.probability_loyalty(reference_proba, candidate_proba),

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from trustdiff.config import Binning, JudgedOn
+from trustdiff.config import AuditConfig, Binning, JudgedOn
 from trustdiff.datasets import Dataset
 from trustdiff.metrics.bootstrap import bootstrap_indices, percentile_interval
-from trustdiff.metrics.calibration import expected_calibration_error
+from trustdiff.metrics.calibration import expected_calibration_error_replicates
 from trustdiff.metrics.divergence import (
     jensen_shannon_distance_per_instance,
     kl_divergence_per_instance,
@@ -27,7 +27,7 @@ from trustdiff.metrics.slices import (
     slice_rows,
 )
 from trustdiff.metrics.smooth_calibration import (
-    smooth_calibration_error,
+    smooth_calibration_error_replicates,
     smooth_reliability_curve,
     top_label_scores,
 )
@@ -122,16 +122,10 @@ def _slice_replicates(
     candidate_pred = candidate_proba.argmax(axis=1)
     reference_right = (reference_pred == y_true)[samples]
     candidate_right = (candidate_pred == y_true)[samples]
-    ece_delta = np.array(
-        [
-            expected_calibration_error(
-                y_true[sample], candidate_proba[sample], n_bins=n_bins, binning=binning
-            )
-            - expected_calibration_error(
-                y_true[sample], reference_proba[sample], n_bins=n_bins, binning=binning
-            )
-            for sample in samples
-        ]
+    ece_delta = expected_calibration_error_replicates(
+        y_true, candidate_proba, samples, n_bins=n_bins, binning=binning
+    ) - expected_calibration_error_replicates(
+        y_true, reference_proba, samples, n_bins=n_bins, binning=binning
     )
     return {
         "accuracy_delta": candidate_right.mean(axis=1) - reference_right.mean(axis=1),
@@ -320,13 +314,11 @@ def smooth_calibration_section(
         samples = bootstrap_indices(
             y_true.size, n_resamples=bootstrap.n_resamples, seed=bootstrap.seed
         )
-        replicates = np.empty(bootstrap.n_resamples)
-        for replicate, sample in enumerate(samples):
-            # Resample counts as weights: the same rows, without copying them.
-            weights = np.bincount(sample, minlength=y_true.size)
-            replicates[replicate] = smooth_calibration_error(
-                *candidate_scores, weights=weights
-            ) - smooth_calibration_error(*reference_scores, weights=weights)
+        # Resample counts as weights: the same rows, without copying them.
+        weights = np.stack([np.bincount(sample, minlength=y_true.size) for sample in samples])
+        replicates = smooth_calibration_error_replicates(
+            *candidate_scores, weights
+        ) - smooth_calibration_error_replicates(*reference_scores, weights)
     return SmoothCalibration(
         reference=reference,
         candidate=candidate,
@@ -371,4 +363,70 @@ def exemplars_section(
             )
             for group in groups
         ],
+    )
+
+
+# --- all of them -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """The sections beyond dataset-wide means, measured together after the predictions."""
+
+    slices: Slices
+    divergence: Divergence
+    smooth_calibration: SmoothCalibration
+    exemplars: Exemplars
+
+
+def measure_breakdown(
+    y_true: NDArray[np.intp],
+    reference_proba: NDArray[np.float64],
+    candidate_proba: NDArray[np.float64],
+    *,
+    dataset: Dataset,
+    labels: Sequence[str],
+    config: AuditConfig,
+) -> Breakdown:
+    """Slices, output-distance tails, SmoothECE and exemplars under the audit's settings.
+
+    Intervals use the calibration settings' resamples, level and the audit seed; slices are
+    marked against the slice checks' thresholds whether or not those checks gate.
+    """
+    calibration = config.calibration
+    bootstrap = Bootstrap(
+        n_resamples=calibration.n_bootstrap,
+        confidence_level=calibration.confidence_level,
+        seed=config.seed,
+    )
+    thresholds = [
+        SliceThreshold(name, setting.threshold, setting.judged_on)
+        for name, setting in (
+            ("worst_slice_accuracy_drop", config.gate.worst_slice_accuracy_drop),
+            ("worst_slice_agreement", config.gate.worst_slice_agreement),
+        )
+    ]
+    return Breakdown(
+        slices=slices_section(
+            y_true,
+            reference_proba,
+            candidate_proba,
+            dataset=dataset,
+            labels=labels,
+            columns=config.slices.columns,
+            min_slice_size=config.slices.min_slice_size,
+            n_bins=calibration.n_bins,
+            binning=calibration.binning,
+            bootstrap=bootstrap,
+            thresholds=thresholds,
+        ),
+        divergence=divergence_section(
+            reference_proba, candidate_proba, dataset=dataset, labels=labels
+        ),
+        smooth_calibration=smooth_calibration_section(
+            y_true, reference_proba, candidate_proba, bootstrap=bootstrap
+        ),
+        exemplars=exemplars_section(
+            reference_proba, candidate_proba, dataset=dataset, labels=labels
+        ),
     )

@@ -110,6 +110,16 @@ def _metric_lines(result: AuditResult) -> list[str]:
         )
         for metric, label in _CALIBRATION_ROWS
     ]
+    smooth = calibration.smooth
+    if smooth is not None:
+        rows.append(
+            _metric_row(
+                "SmoothECE",
+                smooth.reference.smooth_ece,
+                smooth.candidate.smooth_ece,
+                smooth.delta,
+            )
+        )
     return _table(rows, right_aligned=(1, 2, 3))
 
 
@@ -127,6 +137,59 @@ def _agreement_lines(result: AuditResult) -> list[str]:
         lines.append(
             f"{method} jaccard@{alignment.top_k} {_number(alignment.jaccard_at_k.mean)} "
             f"over {alignment.n_instances} instances{floor_text}"
+        )
+    return lines
+
+
+def _rate(interval: Interval | None) -> str:
+    if interval is None:
+        return _number(None)
+    return f"{_number(interval.value)} {_interval_text(interval.ci_low, interval.ci_high)}"
+
+
+def _breakdown_lines(result: AuditResult) -> list[str]:
+    """Flip rates, the output-distance tail, the worst slices, faithfulness, exemplars; each
+    only when the document has it (documents from before them have none)."""
+    parity, lines = result.parity, []
+    if parity.negative_flip_rate is not None:
+        lines.append(
+            f"flip rates: negative {_rate(parity.negative_flip_rate)}   "
+            f"positive {_rate(parity.positive_flip_rate)}"
+        )
+    if result.divergence is not None:
+        kl, js = result.divergence.kl, result.divergence.js_distance
+        lines.append(
+            f"KL(ref || cand): mean {_number(kl.mean)}  median {_number(kl.median)}  "
+            f"p90 {_number(kl.p90)}  p99 {_number(kl.p99)}  max {_number(kl.max)}   "
+            f"JS distance p99 {_number(js.p99)}"
+        )
+    if result.slices is not None:
+        judged = [item for item in result.slices.slices if item.judged]
+        worst = ", ".join(
+            f"{item.column}={item.value} {_rate(item.agreement)} (n={item.n})"
+            + (" FAILS" if item.failing else "")
+            for item in judged[:3]
+        )
+        lines.append(
+            f"lowest slice agreement (slices of at least {result.slices.min_slice_size} rows): "
+            + (worst or "no slice large enough")
+        )
+    for method, alignment in result.alignment.items():
+        faithfulness = alignment.faithfulness
+        if faithfulness is not None:
+            lines.append(
+                f"{method} faithfulness: comprehensiveness ref "
+                f"{_number(faithfulness.reference.comprehensiveness.mean)} cand "
+                f"{_number(faithfulness.candidate.comprehensiveness.mean)} "
+                f"(delta {_rate(faithfulness.comprehensiveness_delta)}), sufficiency ref "
+                f"{_number(faithfulness.reference.sufficiency.mean)} cand "
+                f"{_number(faithfulness.candidate.sufficiency.mean)}"
+            )
+    if result.exemplars is not None and result.exemplars.groups:
+        groups = result.exemplars.groups
+        lines.append(
+            f"disagreements to review: {sum(group.count for group in groups)} rows in "
+            f"{len(groups)} (reference -> candidate) groups; the report lists the largest shifts"
         )
     return lines
 
@@ -165,5 +228,6 @@ def _gate_lines(result: AuditResult) -> list[str]:
 
 def format_summary(result: AuditResult) -> str:
     """A plain-text summary: the audited pair, key metrics, every gate check and the verdict."""
-    sections = (_header_lines, _metric_lines, _agreement_lines, _gate_lines)
-    return "\n\n".join("\n".join(section(result)) for section in sections)
+    sections = (_header_lines, _metric_lines, _agreement_lines, _breakdown_lines, _gate_lines)
+    parts = ("\n".join(section(result)) for section in sections)
+    return "\n\n".join(part for part in parts if part)

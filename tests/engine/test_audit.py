@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.conftest import TinyAssets
+from tests.tiny_models import sentiment_rows, write_dataset
 from trustdiff import inference
 from trustdiff.audit import run_audit, validate_audit
 from trustdiff.config import (
@@ -18,9 +20,11 @@ from trustdiff.config import (
     CheckpointSpec,
     DatasetSpec,
     ExplainSettings,
+    SliceSettings,
 )
 from trustdiff.errors import (
     AuditCancelledError,
+    ConfigError,
     DatasetError,
     LabelMismatchError,
     PathOutsideRootError,
@@ -202,9 +206,10 @@ def test_explanations_are_requested_through_the_explain_package(
     fake = types.ModuleType("trustdiff.explain")
     fake.explain_and_align = explain_and_align  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "trustdiff.explain", fake)
-    config = _config(explain=ExplainSettings(instances=2, methods=("lime",)))
-    result = _run(tiny_assets, config)
-    assert received["settings"] == config.explain
+    # Faithfulness needs the real package's word features; its own tests cover it.
+    explain = ExplainSettings(instances=2, methods=("lime",), faithfulness=False)
+    result = _run(tiny_assets, _config(explain=explain))
+    assert received["settings"] == explain
     assert received["labels"] == ["negative", "positive"]
     assert received["reference_proba"].shape == (48, 2)
     assert received["seed"] == 0
@@ -213,3 +218,58 @@ def test_explanations_are_requested_through_the_explain_package(
     assert result.instances[0].explanations is not None
     assert result.instances[1].explanations is None
     assert "explain" in result.manifest.timings
+
+
+def test_an_audit_reports_beyond_the_averages(tiny_assets: TinyAssets, tmp_path: Path) -> None:
+    rows = [
+        {**row, "source": "forum" if index % 3 == 0 else "web"}
+        for index, row in enumerate(sentiment_rows(48, seed=7))
+    ]
+    write_dataset(tmp_path / "sliced.csv", rows)
+    config = _config(
+        "perturbed",
+        dataset=DatasetSpec(path="sliced.csv"),
+        slices=SliceSettings(columns=("source",), min_slice_size=10),
+        explain=ExplainSettings(
+            instances=2, methods=("lime",), lime_samples=20, top_k=3, noise_floor=False
+        ),
+    )
+    result = run_audit(config, model_root=tiny_assets.model_root, data_root=tmp_path)
+    n = len(rows)
+
+    assert result.parity.negative_flip_rate is not None
+    assert result.parity.negative_flip_rate.value == pytest.approx(result.parity.broken / n)
+    assert result.parity.positive_flip_rate is not None
+    assert result.parity.positive_flip_rate.value == pytest.approx(result.parity.fixed / n)
+    assert "negative_flip_rate" in [check.name for check in result.gate.checks]
+
+    assert result.slices is not None
+    assert result.slices.columns == ["source", "gold label", "length"]
+    sources = {item.value: item for item in result.slices.slices if item.column == "source"}
+    assert set(sources) == {"forum", "web"}
+    assert sources["forum"].n == 16 and sources["forum"].judged
+    assert [item.agreement.value for item in result.slices.slices] == sorted(
+        item.agreement.value for item in result.slices.slices
+    )
+
+    assert result.divergence is not None
+    assert 0 < len(result.divergence.most_divergent) <= 10
+    assert result.calibration.smooth is not None
+    assert result.calibration.smooth.delta.ci_low is not None
+    assert result.exemplars is not None
+    flipped = n - round(result.parity.agreement * n)
+    assert sum(group.count for group in result.exemplars.groups) == flipped
+
+    faithfulness = result.alignment["lime"].faithfulness
+    assert faithfulness is not None and faithfulness.n_instances == 2
+    explained = [item.explanations for item in result.instances if item.explanations]
+    assert all(set(item.faithfulness["lime"]) == {"reference", "candidate"} for item in explained)
+    AuditResult.model_validate_json(dump_result(result))
+
+
+def test_a_slice_column_the_dataset_lacks_is_refused_before_loading(
+    tiny_assets: TinyAssets, no_model_loading: None
+) -> None:
+    config = _config(slices=SliceSettings(columns=("language",)))
+    with pytest.raises(ConfigError, match="slice column 'language' is not in the dataset"):
+        _run(tiny_assets, config)

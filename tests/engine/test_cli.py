@@ -14,6 +14,7 @@ from typing import get_args
 import pytest
 
 from tests.conftest import TinyAssets
+from tests.tiny_models import sentiment_rows, write_dataset
 from trustdiff.cli import build_parser, config_from_args, environment_defaults, main
 from trustdiff.config import AuditConfig, Binning, DatasetFormat, Sampling, Transform
 from trustdiff.config_files import load_gate_settings
@@ -53,9 +54,10 @@ def test_a_passing_audit_exits_0_and_prints_the_summary(
     rows = _gate_lines(printed.out)
     assert list(rows) == [
         "accuracy_drop", "macro_f1_drop", "agreement", "ece_increase", "brier_increase",
+        "negative_flip_rate",
     ]  # fmt: skip
     assert all(row.endswith("PASS") for row in rows.values())
-    assert "verdict: PASS (5 of 5 checks passed)" in printed.out
+    assert "verdict: PASS (6 of 6 checks passed)" in printed.out
     assert "predict 48/48" in printed.err  # plain progress lines when stderr is no terminal
     result = AuditResult.model_validate_json(out.read_text())
     assert result.gate.passed
@@ -90,6 +92,33 @@ def test_a_failing_gate_exits_1(
     ece = next(check for check in result.gate.checks if check.name == "ece_increase")
     assert ece.judged_on == "interval"
     assert ece.threshold == 0.02  # the default, kept under the partial override
+
+
+def test_slices_and_the_tails_are_summarised(
+    tiny_assets: TinyAssets, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        {**row, "source": "forum" if index % 2 else "web"}
+        for index, row in enumerate(sentiment_rows(48, seed=7))
+    ]
+    dataset = write_dataset(tmp_path / "sliced.csv", rows)
+    args = _audit_args(tiny_assets, tmp_path / "result.json", candidate="perturbed")
+    args[args.index("--dataset") + 1] = str(dataset)
+    args += ["--slices", "source", "--min-slice-size", "20"]
+    main(args)
+    printed = capsys.readouterr().out
+    assert re.search(r"^flip rates: negative \d\.\d{4} \[", printed, re.M)
+    assert re.search(r"^KL\(ref \|\| cand\): mean \d\.\d{4} .* p99 \d", printed, re.M)
+    assert re.search(r"^  SmoothECE +\d\.\d{4} +\d\.\d{4} +[-+]\d", printed, re.M)
+    slices_line = next(line for line in printed.splitlines() if line.startswith("lowest slice"))
+    assert "(slices of at least 20 rows)" in slices_line
+    result = AuditResult.model_validate_json((tmp_path / "result.json").read_text())
+    assert result.slices is not None
+    assert {item.value for item in result.slices.slices if item.column == "source"} == {
+        "forum",
+        "web",
+    }
+    assert result.manifest.config["slices"] == {"columns": ["source"], "min_slice_size": 20}
 
 
 @pytest.mark.parametrize(

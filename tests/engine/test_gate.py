@@ -9,19 +9,26 @@ from trustdiff.gate import evaluate_gate
 from trustdiff.result import (
     AlignmentMetrics,
     Calibration,
+    DistanceSummary,
+    Divergence,
+    Faithfulness,
     Histogram,
     Interval,
     MethodAlignment,
     MetricSummary,
     ModelCalibration,
+    ModelFaithfulness,
     ModelParity,
     Parity,
+    SliceResult,
+    Slices,
 )
 
 ACCURACY_DELTA = Interval(value=-0.005, ci_low=-0.02, ci_high=0.01)
 MACRO_F1_DELTA = Interval(value=0.0, ci_low=-0.01, ci_high=0.01)
 ECE_DELTA = Interval(value=0.01, ci_low=-0.005, ci_high=0.03)
 BRIER_DELTA = Interval(value=0.0, ci_low=-0.01, ci_high=0.01)
+NEGATIVE_FLIP_RATE = Interval(value=0.02, ci_low=0.01, ci_high=0.06)
 
 
 def _parity(
@@ -30,6 +37,7 @@ def _parity(
     macro_f1_delta: Interval = MACRO_F1_DELTA,
     agreement: float = 0.97,
     agreement_interval: Interval | None = None,
+    negative_flip_rate: Interval | None = NEGATIVE_FLIP_RATE,
 ) -> Parity:
     model = ModelParity(accuracy=0.9, macro_f1=0.9, per_class_recall={"a": 0.9, "b": 0.9})
     return Parity(
@@ -41,6 +49,7 @@ def _parity(
         agreement_interval=agreement_interval,
         fixed=1,
         broken=2,
+        negative_flip_rate=negative_flip_rate,
         mcnemar_p=1.0,
         kappa=0.9,
         probability_loyalty=0.95,
@@ -101,7 +110,7 @@ def _check(gate, name):  # type: ignore[no-untyped-def]
     return next(check for check in gate.checks if check.name == name)
 
 
-def test_default_gate_runs_every_parity_and_calibration_check_in_order() -> None:
+def test_default_gate_runs_the_default_parity_and_calibration_checks_in_order() -> None:
     gate = evaluate_gate(_parity(), _calibration(), {}, GateSettings())
     assert [check.name for check in gate.checks] == [
         "accuracy_drop",
@@ -109,9 +118,10 @@ def test_default_gate_runs_every_parity_and_calibration_check_in_order() -> None
         "agreement",
         "ece_increase",
         "brier_increase",
+        "negative_flip_rate",
     ]
     assert [check.pillar for check in gate.checks] == [
-        "parity", "parity", "parity", "calibration", "calibration",
+        "parity", "parity", "parity", "calibration", "calibration", "parity",
     ]  # fmt: skip
     assert gate.passed
 
@@ -218,3 +228,141 @@ def test_every_check_of_the_table_has_a_setting_and_every_setting_a_check() -> N
     from trustdiff.gate import CHECKS
 
     assert [spec.name for spec in CHECKS] == list(GateSettings.model_fields)
+
+
+# --- beyond the averages ----------------------------------------------------------------------
+
+
+def _slice(column: str, value: str, n: int, accuracy_delta: float, agreement: float) -> SliceResult:
+    return SliceResult(
+        column=column,
+        value=value,
+        n=n,
+        judged=n >= 50,
+        reference_accuracy=0.9,
+        candidate_accuracy=0.9 + accuracy_delta,
+        accuracy_delta=Interval(
+            value=accuracy_delta, ci_low=accuracy_delta - 0.05, ci_high=accuracy_delta + 0.05
+        ),
+        agreement=Interval(
+            value=agreement, ci_low=agreement - 0.04, ci_high=min(1.0, agreement + 0.04)
+        ),
+        negative_flip_rate=Interval(value=0.0),
+        reference_ece=0.05,
+        candidate_ece=0.05,
+        ece_delta=Interval(value=0.0),
+    )
+
+
+SLICES_ON = GateSettings(
+    worst_slice_accuracy_drop=CheckSetting(threshold=0.05),
+    worst_slice_agreement=CheckSetting(threshold=0.90),
+)
+
+
+def _slices() -> Slices:
+    return Slices(
+        columns=["source", "gold label", "length"],
+        min_slice_size=50,
+        slices=[
+            _slice("source", "forum", 80, -0.08, 0.88),  # the worst judged slice on both
+            _slice("source", "tiny", 10, -0.50, 0.40),  # worse, but too small to judge
+            _slice("gold label", "positive", 300, -0.01, 0.97),
+        ],
+    )
+
+
+def test_negative_flip_rate_is_on_by_default_and_judged_on_its_value() -> None:
+    check = _check(
+        evaluate_gate(_parity(), _calibration(), {}, GateSettings()), "negative_flip_rate"
+    )
+    assert (check.value, check.threshold, check.comparison) == (0.02, 0.05, "<=")
+    assert check.judged_on == "value"
+    assert check.passed  # the upper bound 0.06 would fail; the value is judged
+    failing = _parity(negative_flip_rate=Interval(value=0.051))
+    assert not _check(
+        evaluate_gate(failing, _calibration(), {}, GateSettings()), "negative_flip_rate"
+    ).passed
+
+
+def test_slice_checks_judge_the_worst_slice_with_enough_rows() -> None:
+    gate = evaluate_gate(_parity(), _calibration(), {}, SLICES_ON, slices=_slices())
+    drop, agreement = (
+        _check(gate, "worst_slice_accuracy_drop"),
+        _check(gate, "worst_slice_agreement"),
+    )
+    assert drop.value == pytest.approx(0.08)
+    assert (drop.ci_low, drop.ci_high) == (pytest.approx(0.03), pytest.approx(0.13))
+    assert "source = forum (80 rows)" in drop.description
+    assert not drop.passed
+    assert agreement.value == pytest.approx(0.88)
+    assert agreement.comparison == ">="
+    assert not agreement.passed
+
+
+def test_slice_checks_are_off_by_default_and_fail_with_no_slice_to_judge() -> None:
+    gate = evaluate_gate(_parity(), _calibration(), {}, GateSettings(), slices=_slices())
+    assert "worst_slice_agreement" not in [check.name for check in gate.checks]
+    empty = Slices(columns=[], min_slice_size=50, slices=[_slice("source", "tiny", 10, 0.0, 1.0)])
+    check = _check(
+        evaluate_gate(_parity(), _calibration(), {}, SLICES_ON, slices=empty),
+        "worst_slice_agreement",
+    )
+    assert check.value is None and not check.passed
+    assert "no slice has at least 50 rows" in check.description
+
+
+def test_kl_p99_judges_the_tail() -> None:
+    def summary(p99: float) -> DistanceSummary:
+        return DistanceSummary(
+            mean=0.01,
+            median=0.0,
+            p90=0.02,
+            p99=p99,
+            max=1.0,
+            histogram=Histogram(edges=[0, 1], counts=[5]),
+        )
+
+    settings = GateSettings(kl_p99=CheckSetting(threshold=0.25))
+    for p99, passed in ((0.2, True), (0.3, False)):
+        divergence = Divergence(kl=summary(p99), js_distance=summary(0.1), most_divergent=[])
+        check = _check(
+            evaluate_gate(_parity(), _calibration(), {}, settings, divergence=divergence), "kl_p99"
+        )
+        assert (check.value, check.passed) == (p99, passed)
+
+
+def test_comprehensiveness_drop_per_method() -> None:
+    def faithfulness(delta: float) -> Faithfulness:
+        model = ModelFaithfulness(comprehensiveness=_summary(0.3), sufficiency=_summary(0.1))
+        return Faithfulness(
+            top_k=10,
+            n_instances=20,
+            reference=model,
+            candidate=model,
+            comprehensiveness_delta=Interval(
+                value=delta, ci_low=delta - 0.02, ci_high=delta + 0.02
+            ),
+            sufficiency_delta=Interval(value=0.0),
+        )
+
+    alignment = {
+        "lime": _alignment(0.9, 0.8, 1.0, floor=0.9).model_copy(
+            update={"faithfulness": faithfulness(-0.1)}
+        ),
+        "shap": _alignment(0.9, 0.8, 1.0, floor=0.9),  # not measured
+    }
+    settings = GateSettings(
+        lime_comprehensiveness_drop=CheckSetting(threshold=0.05),
+        shap_comprehensiveness_drop=CheckSetting(threshold=0.05),
+    )
+    gate = evaluate_gate(_parity(), _calibration(), alignment, settings)
+    names = [check.name for check in gate.checks]
+    assert names[-4:] == [
+        "lime_jaccard_margin", "lime_comprehensiveness_drop",
+        "shap_jaccard_margin", "shap_comprehensiveness_drop",
+    ]  # fmt: skip
+    lime = _check(gate, "lime_comprehensiveness_drop")
+    assert lime.value == pytest.approx(0.1) and lime.pillar == "alignment"
+    assert not lime.passed
+    assert not _check(gate, "shap_comprehensiveness_drop").passed  # nothing measured fails

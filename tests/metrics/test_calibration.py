@@ -18,6 +18,7 @@ from trustdiff.metrics.calibration import (
     calibration_summary,
     classwise_expected_calibration_error,
     expected_calibration_error,
+    expected_calibration_error_replicates,
     maximum_calibration_error,
     negative_log_likelihood,
     reliability_bins,
@@ -249,3 +250,21 @@ def test_summary_matches_the_individual_functions() -> None:
         )
         assert summary.brier == brier_score(y_true, proba)
         assert summary.nll == negative_log_likelihood(y_true, proba)
+
+
+@pytest.mark.parametrize("binning", BINNINGS)
+def test_ece_replicates_equal_one_call_per_resample(binning: str) -> None:
+    rng = np.random.default_rng(5)
+    proba = rng.dirichlet(np.ones(3), size=120)
+    truth = rng.integers(0, 3, 120)
+    draws = rng.integers(0, 120, size=(40, 90))
+    np.testing.assert_allclose(
+        expected_calibration_error_replicates(truth, proba, draws, n_bins=7, binning=binning),
+        [
+            expected_calibration_error(truth[rows], proba[rows], n_bins=7, binning=binning)
+            for rows in draws
+        ],
+        atol=1e-12,
+    )
+    with pytest.raises(ValueError, match=r"row index outside 0\.\.119"):
+        expected_calibration_error_replicates(truth, proba, np.array([[0, 120]]))

@@ -11,6 +11,7 @@ from trustdiff.metrics.calibration import expected_calibration_error
 from trustdiff.metrics.smooth_calibration import (
     MIN_BANDWIDTH,
     smooth_calibration_error,
+    smooth_calibration_error_replicates,
     smooth_expected_calibration_error,
     smooth_reliability_curve,
 )
@@ -138,3 +139,19 @@ def test_bad_options_raise() -> None:
         smooth_calibration_error([0.5], [1], weights=[0])
     with pytest.raises(ValueError, match="n_points"):
         smooth_reliability_curve([0], [[0.6, 0.4]], n_points=1)
+
+
+def test_replicates_equal_one_weighted_call_each() -> None:
+    rng = np.random.default_rng(9)
+    scores = rng.beta(4, 1, 150)
+    outcomes = (rng.uniform(size=150) < scores**2).astype(int)
+    weights = np.stack([np.bincount(rng.integers(0, 150, 150), minlength=150) for _ in range(25)])
+    np.testing.assert_allclose(
+        smooth_calibration_error_replicates(scores, outcomes, weights),
+        [smooth_calibration_error(scores, outcomes, weights=row) for row in weights],
+        atol=1e-5,  # both search the bandwidth to 1e-5, from different brackets
+    )
+    with pytest.raises(ValueError, match="weights row 1 sums to 0"):
+        smooth_calibration_error_replicates(
+            scores, outcomes, np.vstack([weights[0], 0 * weights[0]])
+        )

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+import numpy as np
+
+from trustdiff import sections
+from trustdiff.datasets import Dataset
 from trustdiff.result import (
     AlignmentMetrics,
     Attributions,
@@ -13,6 +18,7 @@ from trustdiff.result import (
     CheckpointManifest,
     DatasetManifest,
     Explanation,
+    Faithfulness,
     Gate,
     GateCheck,
     Histogram,
@@ -22,6 +28,7 @@ from trustdiff.result import (
     MethodAlignment,
     MetricSummary,
     ModelCalibration,
+    ModelFaithfulness,
     ModelParity,
     Parity,
     ReliabilityBin,
@@ -148,11 +155,15 @@ def _explanation(
     )
 
 
-def build_audit_result(*, passed: bool = False, with_alignment: bool = True) -> AuditResult:
+def build_audit_result(
+    *, passed: bool = False, with_alignment: bool = True, with_breakdown: bool = True
+) -> AuditResult:
     """A document shaped like a real audit of a binary sentiment model and a compressed copy.
 
     It holds a sentence-pair instance, a hostile instance (`HOSTILE_TEXT` inside its
     sentence) among the lowest-alignment ones, empty reliability bins and a missing interval.
+    With `with_breakdown` it also has the sections beyond the averages (`add_breakdown`);
+    without, it is a document written before they existed.
     """
     rng = random.Random(3)
     n = 200
@@ -170,6 +181,8 @@ def build_audit_result(*, passed: bool = False, with_alignment: bool = True) -> 
         label = LABELS[index % 2]
         p_ref = 0.55 + 0.4 * rng.random()
         p_cand = min(max(p_ref + rng.uniform(-0.3, 0.1), 0.05), 0.95)
+        if index == 0:  # the hostile row flips hard: it heads the divergence and review lists
+            p_ref, p_cand = 0.97, 0.04
         ref_proba = [1 - p_ref, p_ref] if label == "positive" else [p_ref, 1 - p_ref]
         cand_proba = [1 - p_cand, p_cand] if label == "positive" else [p_cand, 1 - p_cand]
         explanation = None
@@ -284,7 +297,7 @@ def build_audit_result(*, passed: bool = False, with_alignment: bool = True) -> 
         ),
     ]
     fingerprint = "sha256:" + "".join(rng.choice("0123456789abcdef") for _ in range(64))
-    return AuditResult(
+    result = AuditResult(
         manifest=Manifest(
             reference=CheckpointManifest(
                 path="models/minilm-sst2",
@@ -369,4 +382,70 @@ def build_audit_result(*, passed: bool = False, with_alignment: bool = True) -> 
         alignment=alignment,
         gate=Gate(passed=passed, checks=checks),
         instances=instances,
+    )
+    return add_breakdown(result) if with_breakdown else result
+
+
+def add_breakdown(result: AuditResult) -> AuditResult:
+    """`result` with flip rates, slices (one of them named by `HOSTILE_TEXT`), output-distance
+    tails, SmoothECE, faithfulness and exemplars, measured by the engine's own sections from
+    the document's instances."""
+    labels = result.manifest.labels
+    instances = result.instances
+    y_true = np.array([labels.index(item.label) for item in instances], dtype=np.intp)
+    reference = np.array([item.reference_proba for item in instances])
+    candidate = np.array([item.candidate_proba for item in instances])
+    dataset = Dataset(
+        path=Path("reviews.jsonl"),
+        format="jsonl",
+        texts=[item.text for item in instances],
+        text_pairs=[item.text_pair or "" for item in instances],
+        labels=y_true.tolist(),
+        label_names=labels,
+        row_numbers=[item.index + 1 for item in instances],
+        rows_in_file=len(instances),
+        fingerprint="0" * 64,
+        columns={"source": [HOSTILE_TEXT if i % 3 == 0 else "web" for i in range(len(y_true))]},
+    )
+    bootstrap = sections.Bootstrap(n_resamples=100, confidence_level=0.95, seed=0)
+    slices = sections.slices_section(
+        y_true, reference, candidate, dataset=dataset, labels=labels, columns=["source"],
+        min_slice_size=8, n_bins=10, binning="equal_width", bootstrap=bootstrap,
+        thresholds=[sections.SliceThreshold("worst_slice_agreement", 0.9, "value")],
+    )  # fmt: skip
+    summary = MetricSummary(
+        mean=0.3, median=0.28, ci_low=0.2, ci_high=0.4, n=7,
+        histogram=Histogram(edges=[-1.0, 0.0, 1.0], counts=[0, 7]),
+    )  # fmt: skip
+    faithfulness = Faithfulness(
+        top_k=10,
+        n_instances=7,
+        reference=ModelFaithfulness(comprehensiveness=summary, sufficiency=summary),
+        candidate=ModelFaithfulness(comprehensiveness=summary, sufficiency=summary),
+        comprehensiveness_delta=Interval(value=-0.04, ci_low=-0.09, ci_high=0.01),
+        sufficiency_delta=Interval(value=0.02, ci_low=-0.01, ci_high=0.05),
+    )
+    parity = result.parity.model_copy(
+        update={
+            "negative_flip_rate": Interval(value=0.025, ci_low=0.01, ci_high=0.045),
+            "positive_flip_rate": Interval(value=0.02, ci_low=0.005, ci_high=0.035),
+        }
+    )
+    smooth = sections.smooth_calibration_section(y_true, reference, candidate, bootstrap=bootstrap)
+    return result.model_copy(
+        update={
+            "parity": parity,
+            "calibration": result.calibration.model_copy(update={"smooth": smooth}),
+            "alignment": {
+                method: aligned.model_copy(update={"faithfulness": faithfulness})
+                for method, aligned in result.alignment.items()
+            },
+            "slices": slices,
+            "divergence": sections.divergence_section(
+                reference, candidate, dataset=dataset, labels=labels
+            ),
+            "exemplars": sections.exemplars_section(
+                reference, candidate, dataset=dataset, labels=labels
+            ),
+        }
     )

@@ -13,7 +13,10 @@ from tests.report.builders import HOSTILE_TEXT, build_audit_result
 from trustdiff.report import render_report
 from trustdiff.result import AuditResult
 
-SECTION_IDS = ("verdict", "parity", "calibration", "alignment", "instances", "manifest")
+SECTION_IDS = (
+    "verdict", "parity", "slices", "divergence", "calibration", "alignment", "review",
+    "instances", "manifest",
+)  # fmt: skip
 VOID_ELEMENTS = {"meta", "br", "hr", "img", "input", "link", "wbr", "col", "source"}
 SVG_SELF_CLOSING = {"line", "polyline", "path", "rect", "circle"}
 
@@ -115,13 +118,15 @@ def test_calibration_plots_one_reliability_diagram_per_binning(page: str) -> Non
     calibration = page[
         page.index('<section id="calibration"') : page.index('<section id="alignment"')
     ]
-    assert calibration.count('<svg class="plot"') == 2
+    # Two binned diagrams and, beside them, the smooth one.
+    assert calibration.count('<svg class="plot"') == 3
     assert 'aria-label="Reliability diagram, 15 equal_width bins"' in calibration
     assert 'aria-label="Reliability diagram, 10 equal_mass bins"' in calibration
-    # The diagonal, both models' curves and points sized by bin count.
-    assert calibration.count('stroke-dasharray="5 4"') == 2
-    assert calibration.count("<polyline") == 4
-    for name in ("ECE", "MCE", "Classwise ECE", "Brier score", "NLL"):
+    assert 'aria-label="Smooth reliability diagram (SmoothECE kernel)"' in calibration
+    # The diagonals, both models' curves (and, smooth, their densities), points by bin count.
+    assert calibration.count('stroke-dasharray="5 4"') == 3
+    assert calibration.count("<polyline") == 4 + 4
+    for name in ("ECE", "MCE", "Classwise ECE", "Brier score", "NLL", "SmoothECE"):
         assert f"<th>{name}</th>" in calibration
     assert "[+0.012, +0.050]" in calibration  # the ECE delta's interval
 
@@ -192,8 +197,15 @@ def test_hostile_text_is_escaped_everywhere(page: str) -> None:
 def test_page_is_self_contained(page: str) -> None:
     lowered = page.lower()
     assert "http://" not in lowered and "https://" not in lowered
-    for fetching in ("<link", "@import", "url(", " src=", "<iframe", "<object", "<embed"):
+    for fetching in ("<link", "@import", "url(", "<iframe", "<object", "<embed"):
         assert fetching not in lowered
+    # No element fetches anything; " src=" may appear as escaped dataset text (the hostile
+    # row's "<img src=x" shown whole in a table cell), never as an attribute.
+    attributes = [
+        (name, value or "") for _, attrs in _parse(page).start_tags for name, value in attrs.items()
+    ]
+    assert not any(name in ("src", "srcset") for name, _ in attributes)
+    assert all(value.startswith("#") for name, value in attributes if name == "href")
     assert "default-src 'none'" in page  # the CSP that forbids any fetch
 
 
@@ -249,3 +261,65 @@ def test_report_module_imports_no_heavy_dependency() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert loaded.strip() == "[]"
+
+
+def _section(page: str, name: str) -> str:
+    start = page.index(f'<section id="{name}"')
+    return page[start : page.index("</section>", start)]
+
+
+def test_parity_shows_the_directional_flip_rates(page: str) -> None:
+    parity = _section(page, "parity")
+    assert "Negative flip rate</span><b>0.025</b>" in parity
+    assert "[0.010, 0.045]" in parity
+    assert "Positive flip rate</span><b>0.020</b>" in parity
+
+
+def test_slices_are_sorted_by_agreement_with_intervals_and_failures_marked(
+    failed_result: AuditResult,
+) -> None:
+    slices = _section(render_report(failed_result), "slices")
+    assert failed_result.slices is not None
+    rows = re.findall(r'<tr class="slice (\w+)">', slices)
+    assert len(rows) == len(failed_result.slices.slices)
+    agreements = [item.agreement.value for item in failed_result.slices.slices]
+    assert agreements == sorted(agreements)
+    failing = [item for item in failed_result.slices.slices if item.failing]
+    assert failing and rows.count("fail") == len(failing)
+    assert "misses the agreement threshold" in slices
+    assert "the slice checks are not part of this audit's gate" in slices
+    # The slice named by hostile text is shown as text.
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in slices
+
+
+def test_output_distance_lists_the_most_divergent_rows_escaped(
+    failed_result: AuditResult,
+) -> None:
+    section = _section(render_report(failed_result), "divergence")
+    assert failed_result.divergence is not None
+    assert section.count('<tr><td class="num">') == len(failed_result.divergence.most_divergent)
+    assert 'aria-label="Per-row KL divergence histogram"' in section
+    first = section.index("<tbody>", section.index("most divergent"))
+    # Row 0 (the hostile one) flips hardest, so it heads the list, escaped.
+    assert section.index("&lt;script&gt;", first) < section.index("</tr>", first + 10)
+    assert "negative 0.970 · positive 0.030" in section
+
+
+def test_review_groups_disagreements_and_escapes_their_text(page: str) -> None:
+    review = _section(page, "review")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in review
+    assert re.search(r'<b class="ref">negative</b> → <b class="cand">positive</b>', review)
+
+
+def test_alignment_shows_faithfulness(page: str) -> None:
+    alignment = _section(page, "alignment")
+    assert alignment.count("Faithfulness (ERASER AOPC") == 2
+    assert "[−0.090, +0.010]" in alignment
+
+
+def test_a_document_from_before_the_new_sections_still_renders() -> None:
+    page = render_report(build_audit_result(with_breakdown=False))
+    assert "No slices in this result." in page
+    assert "No output distances in this result." in page
+    assert "No disagreement exemplars in this result." in page
+    assert "Smooth reliability diagram" not in page

@@ -70,16 +70,22 @@ def test_uploaded_dataset_audit_with_signed_callback_retried_until_delivered(
     settings: Settings,
     clean_database: Database,
 ) -> None:
+    # An extra column the audit does not read as text or label is kept for slicing.
+    lines = (tiny_assets.data_root / "sentiment.csv").read_text().splitlines()
+    sliced = "\n".join(
+        [f"{lines[0]},source"]
+        + [f"{line},{'forum' if i % 2 else 'web'}" for i, line in enumerate(lines[1:])]
+    )
     upload = live_client.post(
-        "/v1/datasets",
-        files={"file": ("eval.csv", (tiny_assets.data_root / "sentiment.csv").read_bytes())},
-        headers=auth,
+        "/v1/datasets", files={"file": ("eval.csv", sliced.encode())}, headers=auth
     )
     assert upload.status_code == 201, upload.text
+    assert "source" in upload.json()["fields"]
     with CallbackServer(fail_first=2) as receiver:
         body = audit_body(
             dataset={"id": upload.json()["id"], "limit": 20},
             explain={"instances": 0},
+            slices={"columns": ["source"], "min_slice_size": 5},
             callback_url=receiver.url,
         )
         audit_id = live_client.post("/v1/audits", json=body, headers=auth).json()["id"]
@@ -97,6 +103,8 @@ def test_uploaded_dataset_audit_with_signed_callback_retried_until_delivered(
     assert payload["gate"]["passed"] == audit["passed"]
     result = live_client.get(f"/v1/audits/{audit_id}/result", headers=auth).json()
     assert result["manifest"]["dataset"]["rows"] == 20
+    sources = [item for item in result["slices"]["slices"] if item["column"] == "source"]
+    assert {item["value"]: item["n"] for item in sources} == {"forum": 10, "web": 10}
     with clean_database.transaction() as session:
         row = session.scalars(select(Audit).where(Audit.id == audit["id"])).one()
         deadline = time.monotonic() + 10

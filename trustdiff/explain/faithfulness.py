@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from trustdiff.config import Masking
+from trustdiff.config import AuditConfig, Masking
+from trustdiff.explain.runner import explained_targets, joint_predict, reference_mask_token
 from trustdiff.explain.words import WordFeatures
 from trustdiff.metrics.alignment import summarize_metric
 from trustdiff.metrics.bootstrap import bootstrap_mean_interval
@@ -19,12 +20,13 @@ from trustdiff.result import (
     Explanation,
     Faithfulness,
     Interval,
+    MethodAlignment,
     MetricSummary,
     ModelFaithfulness,
 )
 
 if TYPE_CHECKING:
-    from trustdiff.inference import TextInput
+    from trustdiff.inference import BatchingEvaluator, TextInput
 
 # One prediction function per model: inputs -> that model's (n, K) probabilities.
 ModelPredict = Callable[[list["TextInput"]], NDArray[np.float64]]
@@ -197,4 +199,71 @@ def _summary(
         ),
         comprehensiveness_delta=delta(0),
         sufficiency_delta=delta(1),
+    )
+
+
+def add_faithfulness(
+    evaluator: BatchingEvaluator,
+    alignment: dict[str, MethodAlignment],
+    explanations: dict[int, Explanation],
+    *,
+    reference_proba: NDArray[np.float64],
+    candidate_proba: NDArray[np.float64],
+    gold: Sequence[int],
+    config: AuditConfig,
+) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
+    """`alignment` and `explanations` with faithfulness added, measured through `evaluator`.
+
+    The whole inputs are answered by the evaluator's cache (the explainers evaluated them);
+    each model's erased inputs go through a one-model evaluator with the same batching, so
+    a model is never run on the other's perturbations.
+    """
+    from trustdiff.inference import BatchingEvaluator
+
+    settings = config.explain
+    targets = {
+        index: explained_targets(
+            settings,
+            reference_proba=reference_proba,
+            candidate_proba=candidate_proba,
+            gold=gold,
+            index=index,
+        )
+        for index in explanations
+    }
+    model_predicts = []
+    for runner, order in zip(evaluator.runners, evaluator.column_orders, strict=True):
+        single = BatchingEvaluator(
+            [runner],
+            column_orders=[order],
+            batch_size=evaluator.batch_size,
+            gpu_batch_size=evaluator.gpu_batch_size,
+            should_cancel=evaluator.should_cancel,
+        )
+        model_predicts.append(lambda inputs, single=single: single.predict_proba(inputs)[0])
+    summaries, per_row = measure_faithfulness(
+        explanations,
+        targets=targets,
+        full_predict=joint_predict(evaluator),
+        model_predicts=model_predicts[:2],
+        settings=FaithfulnessSettings(
+            top_k=settings.top_k,
+            masking=settings.masking,
+            mask_token=reference_mask_token(evaluator)
+            if settings.masking == "mask_token"
+            else None,
+            n_resamples=config.calibration.n_bootstrap,
+            confidence_level=config.calibration.confidence_level,
+            seed=config.seed,
+        ),
+    )
+    return (
+        {
+            method: summary.model_copy(update={"faithfulness": summaries.get(method)})
+            for method, summary in alignment.items()
+        },
+        {
+            index: explanation.model_copy(update={"faithfulness": per_row.get(index, {})})
+            for index, explanation in explanations.items()
+        },
     )

@@ -46,6 +46,7 @@ class CalibrationSummary:
 
 @dataclass(frozen=True)
 class _Bins:
+    index: NDArray[np.intp]  # each pair's bin, shape (n,)
     lower: NDArray[np.float64]
     upper: NDArray[np.float64]
     counts: NDArray[np.int64]
@@ -102,6 +103,7 @@ def _bin(
                 # An empty equal-mass bin has no range; pin it to its predecessor's top.
                 lower[bin_index] = upper[bin_index] = previous_upper
     return _Bins(
+        index=index,
         lower=lower,
         upper=upper,
         counts=np.bincount(index, minlength=n_bins).astype(np.int64),
@@ -177,6 +179,46 @@ def expected_calibration_error(
     truth, probabilities = _check_inputs(y_true, y_proba)
     confidence, correct = _confidence_and_correct(truth, probabilities)
     return _ece(_bin(confidence, correct, n_bins=n_bins, binning=binning), truth.size)
+
+
+def expected_calibration_error_replicates(
+    y_true: ArrayLike,
+    y_proba: ArrayLike,
+    resamples: ArrayLike,
+    *,
+    n_bins: int = 15,
+    binning: Binning = "equal_width",
+) -> NDArray[np.float64]:
+    """`expected_calibration_error` on each resample of the rows, shape (r,).
+
+    `resamples`: row indices, shape (r, m) (e.g. bootstrap draws, rows may repeat). Equal
+    width: each row's bin does not depend on the resample, so all replicates are totalled at
+    once; equal mass re-bins every resample (its bins depend on which rows are drawn).
+    """
+    _check_binning(n_bins, binning)
+    truth, probabilities = _check_inputs(y_true, y_proba)
+    draws = np.asarray(resamples)
+    if draws.ndim != 2 or draws.shape[1] == 0 or draws.dtype.kind not in "iu":
+        raise ValueError(f"resamples must be a (r, m) array of row indices, got {draws.shape}")
+    if (draws < 0).any() or (draws >= truth.size).any():
+        raise ValueError(f"resamples hold a row index outside 0..{truth.size - 1}")
+    confidence, correct = _confidence_and_correct(truth, probabilities)
+    if binning != "equal_width":
+        return np.array(
+            [
+                _ece(
+                    _bin(confidence[rows], correct[rows], n_bins=n_bins, binning=binning), rows.size
+                )
+                for rows in draws
+            ]
+        )
+    bin_of_row = _bin(confidence, correct, n_bins=n_bins, binning=binning).index
+    cells = (np.arange(draws.shape[0])[:, None] * n_bins + bin_of_row[draws]).ravel()
+    size = draws.shape[0] * n_bins
+    gaps = np.bincount(cells, weights=correct[draws].ravel(), minlength=size) - np.bincount(
+        cells, weights=confidence[draws].ravel(), minlength=size
+    )
+    return np.abs(gaps.reshape(draws.shape[0], n_bins)).sum(axis=1) / draws.shape[1]
 
 
 def maximum_calibration_error(

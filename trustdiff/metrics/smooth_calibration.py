@@ -10,9 +10,11 @@ from numpy.typing import ArrayLike, NDArray
 from trustdiff.metrics._checks import check_class_labels, check_probabilities, check_same_length
 
 # The kernel sums are evaluated on t_j = j / GRID_INTERVALS, j = 0..GRID_INTERVALS, after
-# linear binning of the scores onto that grid (error O(h²/σ²), under 1% at the smallest
-# bandwidth, well under 0.1% at the bandwidths real models reach).
-GRID_INTERVALS = 2048
+# linear binning of the scores onto that grid: a relative error of order h²/(8σ²), under
+# 0.2% for σ ≥ 0.01 (real models' bandwidths), and at the 0.001 floor, where SmoothECE is
+# itself below 0.001, an absolute error of about 1e-4. The Gaussian's Fourier coefficients
+# are exact, so no other discretisation enters.
+GRID_INTERVALS = 1024
 # The automatic bandwidth is searched in [MIN_BANDWIDTH, 1] (relplot's floor, 0.001).
 MIN_BANDWIDTH = 1e-3
 BANDWIDTH_TOLERANCE = 1e-5
@@ -222,3 +224,45 @@ def smooth_reliability_curve(
         accuracy=tuple(np.clip(accuracy, 0.0, 1.0).tolist()),
         density=tuple(np.clip(density_at, 0.0, None).tolist()),
     )
+
+
+def smooth_calibration_error_replicates(
+    scores: ArrayLike, outcomes: ArrayLike, weights: ArrayLike
+) -> NDArray[np.float64]:
+    """`smooth_calibration_error(scores, outcomes, weights=w)` for every row w of `weights`.
+
+    `scores`, `outcomes`: shape (n,) as in `smooth_calibration_error`; `weights`: shape
+    (r, n), e.g. the counts of r bootstrap resamples. Returns shape (r,), each value equal
+    to the single computation's up to the 1e-5 bandwidth tolerance. Faster than r calls: the
+    inputs are checked once, and each row's fixed point is first searched in [σ*/2, 2σ*]
+    around the unweighted one (a resample's bandwidth is rarely far from it).
+    """
+    from scipy.optimize import brentq
+
+    score_array, outcome_array, _ = _check_scores(scores, outcomes, None)
+    weight_matrix = np.asarray(weights, dtype=np.float64)
+    if weight_matrix.ndim != 2 or weight_matrix.shape[1] != score_array.size:
+        raise ValueError(
+            f"weights must have shape (r, {score_array.size}), got {weight_matrix.shape}"
+        )
+    if not np.isfinite(weight_matrix).all() or (weight_matrix < 0).any():
+        raise ValueError("weights must be finite and non-negative")
+    empty = weight_matrix.sum(axis=1) <= 0
+    if empty.any():
+        raise ValueError(f"weights row {int(np.flatnonzero(empty)[0])} sums to 0")
+    residual = outcome_array - score_array
+    centre = _fixed_point_bandwidth(_KernelSmoother(score_array, residual, np.ones_like(residual)))
+    low, high = max(centre / 2, MIN_BANDWIDTH), min(centre * 2, 1.0)
+    values = np.empty(weight_matrix.shape[0])
+    for row, row_weights in enumerate(weight_matrix):
+        smoother = _KernelSmoother(score_array, residual, row_weights)
+
+        def gap(bandwidth: float, smoother: _KernelSmoother = smoother) -> float:
+            return _integral_of_absolute(smoother.at_grid(bandwidth)) - bandwidth
+
+        if low < high and gap(low) > 0 > gap(high):
+            bandwidth = float(brentq(gap, low, high, xtol=BANDWIDTH_TOLERANCE))
+        else:
+            bandwidth = _fixed_point_bandwidth(smoother)
+        values[row] = _integral_of_absolute(smoother.at_grid(bandwidth))
+    return values

@@ -8,7 +8,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from trustdiff.formatting import format_interval, format_number, format_p_value, is_finite
-from trustdiff.report import views
+from trustdiff.report import breakdown, views
 from trustdiff.result import AuditResult
 
 __all__ = ["render_report"]
@@ -55,6 +55,7 @@ def _environment() -> Environment:
         interval=_interval_cell,
         missing=_MISSING_CELL,
         views=views,
+        breakdown=breakdown,
     )
     return environment
 

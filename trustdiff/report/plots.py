@@ -8,8 +8,17 @@ from collections.abc import Sequence
 from markupsafe import Markup
 
 from trustdiff.formatting import format_number, is_finite
-from trustdiff.report.svg import AXIS_COLOUR, INK_COLOUR, Label, SvgCanvas, ticks
-from trustdiff.result import BinnedCalibration, GateCheck, Histogram, MetricSummary, ReliabilityBin
+from trustdiff.report.svg import AXIS_COLOUR, GRID_COLOUR, INK_COLOUR, Label, SvgCanvas, ticks
+from trustdiff.result import (
+    BinnedCalibration,
+    DistanceSummary,
+    GateCheck,
+    Histogram,
+    MetricSummary,
+    ReliabilityBin,
+    SmoothCalibration,
+    SmoothReliabilityCurve,
+)
 
 __all__ = [
     "CANDIDATE_COLOUR",
@@ -19,8 +28,10 @@ __all__ = [
     "REFERENCE_COLOUR",
     "alignment_histogram",
     "check_strip",
+    "distance_histogram",
     "reliability_domains",
     "reliability_plot",
+    "smooth_reliability_plot",
 ]
 
 # Grey is the reference (the baseline), blue is the candidate (the model being judged), so
@@ -305,3 +316,144 @@ def _mean_lines(svg: SvgCanvas, between: MetricSummary, floor: MetricSummary | N
         text = f"{name} {format_number(value, digits=2)}"
         labels.append(Label(text, svg.x(value), "left" if first else "right", colour))
     svg.labels(labels, y=svg.top - 4)
+
+
+# --- beyond the averages --------------------------------------------------------------------
+
+
+def _populated(curve: SmoothReliabilityCurve) -> list[tuple[float, float, float]]:
+    """(confidence, accuracy, density) where the density is at least 2% of its peak: below
+    that the curve rests on a handful of instances at most."""
+    floor = 0.02 * max(curve.density, default=0.0)
+    return [
+        (x, _clamp(y), d)
+        for x, y, d in zip(curve.confidence, curve.accuracy, curve.density, strict=True)
+        if d > floor
+    ]
+
+
+def _smooth_domains(
+    smooth: SmoothCalibration,
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Axis ranges zoomed in to where the confidences are, by `reliability_domains`' rules."""
+    points = [p for model in (smooth.reference, smooth.candidate) for p in _populated(model.curve)]
+    if not points:
+        return (0.0, 1.0), (0.0, 1.0)
+    x_low = min(math.floor(min(x for x, _, _ in points) * 20) / 20, 0.9)
+    x_low = 0.0 if x_low <= 0.25 else x_low
+    y_low = math.floor(min([y for _, y, _ in points] + [x_low]) * 10) / 10
+    y_low = 0.0 if y_low <= 0.25 else y_low
+    return (x_low, 1.0), (y_low, 1.0)
+
+
+def smooth_reliability_plot(smooth: SmoothCalibration) -> Markup:
+    """Both models' kernel-smoothed reliability curves, with their confidence densities
+    below; each curve is drawn only where its density is not negligible."""
+    x_domain, y_domain = _smooth_domains(smooth)
+    svg = SvgCanvas(
+        440,
+        452,
+        label="Smooth reliability diagram (SmoothECE kernel)",
+        plot=(52, 60, 424, 344),
+        x_domain=x_domain,
+        y_domain=y_domain,
+    )
+    x_ticks, y_ticks = ticks(*x_domain, count=6), ticks(*y_domain, count=6)
+    svg.axes(
+        x_ticks=x_ticks,
+        y_ticks=y_ticks,
+        x_label="confidence (max probability)",
+        y_label="smoothed accuracy",
+        x_format=_tick_format(x_ticks),
+        y_format=_tick_format(y_ticks),
+    )
+    start = max(x_domain[0], y_domain[0])
+    svg.line(svg.x(start), svg.y(start), svg.x(1), svg.y(1), stroke=AXIS_COLOUR, dash="5 4")
+    models = (
+        (smooth.reference, REFERENCE_COLOUR, "ref", "Reference"),
+        (smooth.candidate, CANDIDATE_COLOUR, "cand", "Candidate"),
+    )
+    for model, colour, _, _ in models:
+        points = [(x, y) for x, y, _ in _populated(model.curve) if x >= x_domain[0]]
+        svg.polyline([(svg.x(x), svg.y(y)) for x, y in points], stroke=colour)
+    svg.legend(
+        [
+            *(
+                (
+                    f"{name} · SmoothECE {format_number(model.smooth_ece)}, "
+                    f"σ {format_number(model.bandwidth)}",
+                    colour,
+                    "line",
+                )
+                for model, colour, _, name in models
+            ),
+            ("Perfect calibration", AXIS_COLOUR, "dash"),
+        ],
+        x=svg.left,
+        y=12,
+    )
+    strip_top, row_height = 400.0, 22.0
+    largest = max((d for model, *_ in models for d in model.curve.density), default=0.0) or 1.0
+    for row, (model, colour, short, _) in enumerate(models):
+        base = strip_top + (row + 1) * row_height
+        svg.line(svg.left, base, svg.right, base, stroke="#d0d7de")
+        svg.text(svg.left - 6, base - 6, short, anchor="end", size=10)
+        curve = model.curve
+        svg.polyline(
+            [
+                (svg.x(x), base - (row_height - 4) * d / largest)
+                for x, d in zip(curve.confidence, curve.density, strict=True)
+                if x >= x_domain[0]
+            ],
+            stroke=colour,
+        )
+    svg.text(svg.left, strip_top - 2, "density of confidences, same confidence axis", size=10)
+    return svg.render()
+
+
+def distance_histogram(summary: DistanceSummary, *, label: str, x_label: str) -> Markup:
+    """Rows per bin of a per-row distance, on a log count axis (the tail is a few rows),
+    with dashed lines at the median, p90 and p99."""
+    edges, counts = summary.histogram.edges, summary.histogram.counts
+    x_low, x_high = (float(edges[0]), float(edges[-1])) if len(edges) > 1 else (0.0, 1.0)
+    if x_high <= x_low:
+        x_high = x_low + 1.0
+    top = max(math.log10(max(counts, default=0) + 1), 1.0)
+    svg = SvgCanvas(
+        440, 250, label=label, plot=(52, 36, 424, 202), x_domain=(x_low, x_high),
+        y_domain=(0.0, top),
+    )  # fmt: skip
+    svg.axes(
+        x_ticks=ticks(x_low, x_high),
+        y_ticks=[],
+        x_label=x_label,
+        y_label="rows (log scale)",
+        x_format="{:.2g}",
+    )
+    for count in (1, 10, 100, 1000, 10000, 100000):
+        if math.log10(count + 1) > top:
+            break
+        y = svg.y(math.log10(count + 1))
+        svg.line(svg.left, y, svg.right, y, stroke=GRID_COLOUR)
+        svg.text(svg.left - 6, y + 4, f"{count:,}", anchor="end")
+    for i, count in enumerate(counts[: max(len(edges) - 1, 0)]):
+        if count <= 0:
+            continue
+        x0, x1 = svg.x(edges[i]), svg.x(edges[i + 1])
+        height = math.log10(count + 1)
+        svg.rect(
+            x0 + 1,
+            svg.y(height),
+            x1 - x0 - 2,
+            svg.bottom - svg.y(height),
+            fill=CANDIDATE_COLOUR,
+            tooltip=f"{count} rows in [{edges[i]:.3g}, {edges[i + 1]:.3g}]",
+        )
+    marks = [("median", summary.median), ("p90", summary.p90), ("p99", summary.p99)]
+    for _, value in marks:
+        svg.line(svg.x(value), svg.top, svg.x(value), svg.bottom, stroke=INK_COLOUR, dash="4 3")
+    svg.labels(
+        [Label(f"{name} {value:.3g}", svg.x(value), "right", INK_COLOUR) for name, value in marks],
+        y=svg.top - 6,
+    )
+    return svg.render()

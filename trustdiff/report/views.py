@@ -212,7 +212,7 @@ class ReliabilityFigure:
 
 def calibration_rows(result: AuditResult) -> list[MetricRow]:
     calibration = result.calibration
-    return [
+    rows = [
         _delta_row(
             name,
             getattr(calibration.reference, key, None),
@@ -221,6 +221,17 @@ def calibration_rows(result: AuditResult) -> list[MetricRow]:
         )
         for key, name in CALIBRATION_METRICS
     ]
+    if calibration.smooth is not None:
+        smooth = calibration.smooth
+        rows.append(
+            _delta_row(
+                "SmoothECE",
+                smooth.reference.smooth_ece,
+                smooth.candidate.smooth_ece,
+                smooth.delta,
+            )
+        )
+    return rows
 
 
 def reliability_figures(result: AuditResult) -> list[ReliabilityFigure]:
