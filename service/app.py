@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=trustdiff.__version__,
         summary="Audit a compressed text classifier against its reference for trust-equivalence.",
         lifespan=lifespan,
+        # `/v1/audits/` is not `/v1/audits`: a 404 problem, not an undocumented 307.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.database = database

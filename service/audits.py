@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,11 +166,15 @@ def _encode_cursor(audit: Audit) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, audit_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), uuid.UUID(audit_id)
-    except (binascii.Error, ValueError, TypeError) as error:
+        created_at_text, audit_id = json.loads(raw)
+        created_at = datetime.fromisoformat(created_at_text)
+        # Cursors this API writes are UTC; a naive or unrepresentable time was crafted.
+        if created_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return created_at.astimezone(UTC), uuid.UUID(audit_id)
+    except (binascii.Error, ValueError, TypeError, OverflowError, RecursionError) as error:
         raise UnprocessableContent(
-            f"cursor {cursor!r} is not one this API returned", code="invalid_cursor"
+            "the cursor is not one this API returned", code="invalid_cursor"
         ) from error
 
 

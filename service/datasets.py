@@ -36,6 +36,17 @@ def _copy_limited(source: BinaryIO, target: BinaryIO, *, limit: int) -> tuple[in
     return size, digest.hexdigest()
 
 
+def display_name(filename: str | None) -> str:
+    """The client's file name as a label: its last component, printable, at most 255 chars.
+
+    It is never part of a path on this machine; control characters (NUL included, which
+    Postgres text cannot hold) are dropped so that it can be stored and echoed safely.
+    """
+    name = PurePath((filename or "").replace("\\", "/")).name
+    printable = "".join(char for char in name if char.isprintable())[:255].strip()
+    return printable or "dataset"
+
+
 def store_dataset(
     session: Session,
     tenant: Tenant,
@@ -50,9 +61,8 @@ def store_dataset(
     The format comes from `spec.format` or the uploaded file name's suffix. A file that is too
     large or has a bad row is deleted and refused (413, or 422 naming the row).
     """
-    # The client's file name is only a label: never part of a path on this machine.
-    display_name = PurePath(filename.replace("\\", "/")).name[:255] or "dataset"
-    file_format: DatasetFormat = dataset_format(Path(display_name), spec)
+    label = display_name(filename)
+    file_format: DatasetFormat = dataset_format(Path(label), spec)
     dataset_id = uuid.uuid4()
     relative_path = Path(str(tenant.id)) / f"{dataset_id}.{file_format}"
     final_path = settings.upload_dir / relative_path
@@ -74,7 +84,7 @@ def store_dataset(
     dataset = Dataset(
         id=dataset_id,
         tenant_id=tenant.id,
-        filename=display_name,
+        filename=label,
         format=file_format,
         storage_path=relative_path.as_posix(),
         sha256=sha256,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from trustdiff.errors import TrustdiffError
 
@@ -142,8 +143,23 @@ async def _render_problem(_request: Request, exc: Problem) -> JSONResponse:
     )
 
 
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item, redact) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item, redact) for item in value]
+    return value
+
+
 async def _render_engine_error(request: Request, exc: TrustdiffError) -> JSONResponse:
-    return await _render_problem(request, engine_problem(exc))
+    problem = engine_problem(exc)
+    settings = getattr(request.app.state, "settings", None)
+    if settings is not None:
+        problem.detail = settings.redact_paths(problem.detail)
+        problem.extra = _redacted(problem.extra, settings.redact_paths)
+    return await _render_problem(request, problem)
 
 
 async def _render_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -159,14 +175,32 @@ async def _render_validation_error(_request: Request, exc: RequestValidationErro
     )
 
 
-async def _render_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this request's path.
+
+    Starlette's 405 names only the first route that matched the path, so `GET /v1/audits`
+    went unmentioned next to `POST`.
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _child = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:
+            methods.update(route_methods)
+    return sorted(methods)
+
+
+async def _render_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     phrase = HTTPStatus(exc.status_code).phrase
+    headers = dict(exc.headers or {})
+    if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        headers["Allow"] = ", ".join(allowed_methods(request))
     return problem_response(
         exc.status_code,
         title=phrase,
         detail=str(exc.detail) if exc.detail else phrase,
         code=phrase.lower().replace(" ", "_").replace("-", "_"),
-        headers=exc.headers,
+        headers=headers,
     )
 
 

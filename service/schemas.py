@@ -3,16 +3,48 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, HttpUrl, Tag
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    HttpUrl,
+    Tag,
+    model_validator,
+)
 
 from service.models import AuditStatus
 from trustdiff.config import AuditOptions, DatasetSpec, RowLimit, RowSampling
 
 if TYPE_CHECKING:
     from service.models import Audit
+
+
+# The stored column's width; a URL is measured after normalisation (punycode, escapes).
+MAX_CALLBACK_URL_CHARS = 2048
+
+
+def _strings_in(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings_in(key)
+            yield from _strings_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings_in(item)
+
+
+def _fits_callback_column(url: HttpUrl) -> HttpUrl:
+    if len(str(url)) > MAX_CALLBACK_URL_CHARS:
+        raise ValueError(f"the URL is longer than {MAX_CALLBACK_URL_CHARS} characters")
+    return url
 
 
 class _Input(BaseModel):
@@ -51,10 +83,18 @@ class AuditCreate(AuditOptions[DatasetRef]):
     dataset: DatasetRef = Field(
         description='`{"path": ...}` under the data root, or `{"id": ...}` of an upload.'
     )
-    callback_url: HttpUrl | None = Field(
+    callback_url: Annotated[HttpUrl, AfterValidator(_fits_callback_column)] | None = Field(
         default=None,
         description="Receives a signed POST with the final status and gate when the audit ends.",
     )
+
+    @model_validator(mode="after")
+    def _no_nul_characters(self) -> Any:
+        # Requests are stored as they came; no field means a NUL, and Postgres text and JSONB
+        # cannot hold one.
+        if any("\x00" in text for text in _strings_in(self.model_dump(mode="json"))):
+            raise ValueError("the request contains a NUL character (\\u0000)")
+        return self
 
 
 class Progress(BaseModel):

@@ -165,6 +165,28 @@ class Settings(BaseSettings):
         """The folder a stored `dataset_root` (`DATA_ROOT` or `UPLOAD_ROOT`) stands for."""
         return self.upload_dir if dataset_root == UPLOAD_ROOT else self.data_root
 
+    def redact_paths(self, text: str) -> str:
+        """`text` with this machine's state and root folders named, not spelled out.
+
+        Engine errors name the files they refuse by their resolved path; responses and stored
+        error messages show `<model root>/...` instead, so no caller learns the layout.
+        """
+        names = {
+            self.model_root: "<model root>",
+            self.data_root: "<data root>",
+            self.upload_dir: "<uploads>",
+            self.home: "<state folder>",
+        }
+        spellings: dict[str, str] = {}
+        for folder, name in names.items():
+            for spelling in (str(folder), str(folder.resolve())):
+                spellings.setdefault(spelling.rstrip("/") or "/", name)
+        # Longest first: a root nested in another (uploads in the state folder) keeps its name.
+        for spelling in sorted(spellings, key=len, reverse=True):
+            if spelling != "/":
+                text = text.replace(spelling, spellings[spelling])
+        return text
+
     def ensure_state_folders(self) -> None:
         """Create the folders the embedded default writes to (no-op for existing ones)."""
         self.home.mkdir(parents=True, exist_ok=True)

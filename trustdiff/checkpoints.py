@@ -36,6 +36,8 @@ TOKENIZER_FILE_NAMES = (
 # Config files that may name custom Python classes through `auto_map`.
 CODE_BEARING_CONFIG_NAMES = ("config.json", "tokenizer_config.json", "preprocessor_config.json")
 _HASH_CHUNK_BYTES = 1 << 20
+# No classifier has more classes than this; a larger count is a broken or hostile config.
+MAX_LABELS = 100_000
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,11 @@ class CheckpointInfo:
 def _read_json_object(path: Path, *, what: str) -> dict[str, Any]:
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"cannot read {what} {str(path)!r}: {error}") from error
+    except RecursionError:
+        raise CheckpointError(f"{what} {path.name!r} is nested too deeply to read") from None
+    except (OSError, ValueError) as error:
+        # ValueError covers bad JSON, bad UTF-8 and integers past Python's 4,300 digits.
+        raise CheckpointError(f"cannot read {what} {path.name!r}: {error}") from error
     if not isinstance(content, dict):
         raise CheckpointError(f"{what} {str(path)!r} is not a JSON object")
     return content
@@ -69,7 +74,7 @@ def _labels_from_config(config: Mapping[str, Any], config_path: Path) -> list[st
     id2label = config.get("id2label")
     if id2label is None:
         num_labels = config.get("num_labels", 2)
-        if not isinstance(num_labels, int) or num_labels < 1:
+        if not isinstance(num_labels, int) or not 1 <= num_labels <= MAX_LABELS:
             raise CheckpointError(f"{str(config_path)!r} has an invalid num_labels {num_labels!r}")
         return [f"LABEL_{index}" for index in range(num_labels)]
     if not isinstance(id2label, dict) or not id2label:

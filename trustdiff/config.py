@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from trustdiff.metrics.calibration import Binning
 
@@ -53,8 +53,27 @@ def _path_text(value: Any) -> Any:
     return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
+def _named_path(value: str) -> str:
+    # "   " would resolve to the root folder itself; a NUL byte cannot name any file.
+    if not value.strip():
+        raise ValueError("the path is blank")
+    if "\x00" in value:
+        raise ValueError("the path contains a NUL character")
+    return value
+
+
+def _field_name(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("the field name contains a NUL character")
+    return value
+
+
+# A column or JSON key of a dataset; datasets with NUL in their names are refused on read.
+FieldName = Annotated[str, AfterValidator(_field_name)]
 # A file or folder path as the user names it: `str` or any `os.PathLike`, stored as `str`.
-PathText = Annotated[str, Field(min_length=1), BeforeValidator(_path_text)]
+PathText = Annotated[
+    str, Field(min_length=1), BeforeValidator(_path_text), AfterValidator(_named_path)
+]
 RowLimit = Annotated[int | None, Field(ge=1, description="Use at most this many rows.")]
 RowSampling = Annotated[
     Sampling,
@@ -86,9 +105,9 @@ class DatasetSpec(_Settings):
     format: DatasetFormat | None = Field(
         default=None, description="Inferred from the file suffix when omitted."
     )
-    text_field: str = "text"
-    text_pair_field: str | None = None
-    label_field: str = "label"
+    text_field: FieldName = "text"
+    text_pair_field: FieldName | None = None
+    label_field: FieldName = "label"
     limit: RowLimit = None
     sampling: RowSampling = "head"
 

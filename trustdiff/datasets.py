@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,9 +129,12 @@ def _label_value(value: Any, *, field: str, row: int) -> str | int:
         raise DatasetError(f"row {row}: missing field {field!r}", row=row)
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise DatasetError(
-            f"row {row}: field {field!r} must be a label name or integer id, got {value!r}",
+            f"row {row}: field {field!r} must be a label name or integer id, got "
+            f"{type(value).__name__}",
             row=row,
         )
+    if isinstance(value, str) and "\x00" in value:
+        raise DatasetError(f"row {row}: label {value!r} contains a NUL character", row=row)
     return value.strip() if isinstance(value, str) else value
 
 
@@ -148,12 +151,31 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 f"row {line_number}: invalid JSON ({error.msg} at column {error.colno})",
                 row=line_number,
             ) from error
+        except RecursionError:
+            raise DatasetError(
+                f"row {line_number}: JSON nested too deeply to read", row=line_number
+            ) from None
+        except ValueError as error:
+            # Python refuses integers of more than 4,300 digits (`sys.int_info`).
+            raise DatasetError(
+                f"row {line_number}: unreadable JSON ({error})", row=line_number
+            ) from error
         if not isinstance(record, dict):
             raise DatasetError(
                 f"row {line_number}: expected a JSON object, got {type(record).__name__}",
                 row=line_number,
             )
+        _refuse_nul_names(record, row=line_number)
         yield line_number, record
+
+
+def _refuse_nul_names(names: Iterable[str], *, row: int | None) -> None:
+    # Field names are stored and echoed; a NUL in them is no name anyone meant, and
+    # databases such as Postgres cannot store it in text.
+    for name in names:
+        if "\x00" in name:
+            where = f"row {row}: " if row is not None else "header: "
+            raise DatasetError(f"{where}field name {name!r} contains a NUL character", row=row)
 
 
 def _delimited_rows(
@@ -173,6 +195,7 @@ def _delimited_rows(
     except csv.Error as error:
         raise DatasetError(f"header row: {error}") from error
     header = [name.strip() for name in header]
+    _refuse_nul_names(header, row=None)
     if len(set(header)) != len(header):
         raise DatasetError(f"header repeats a column name: {header}")
     required = [spec.text_field, spec.label_field]

@@ -301,7 +301,7 @@ def _run_engine(
         )
     except TrustdiffError as error:
         logger.info("audit %s: failed: %s: %s", audit_id, error.code, error.message)
-        return _failed(audit_id, error.code, error.message)
+        return _failed(audit_id, error.code, settings.redact_paths(error.message))
     except Exception:
         logger.exception("audit %s: unexpected error", audit_id)
         message = (

@@ -9,10 +9,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from service import audits as audit_service
 from service.api.deps import AppSettings, CurrentAudit, CurrentTenant, DbSession
-from service.api.responses import PROBLEMS
+from service.api.responses import PROBLEMS, problems
 from service.models import Audit, AuditStatus
 from service.problems import Conflict
-from service.schemas import AuditCreate, AuditOut, AuditPage, ProblemOut
+from service.schemas import AuditCreate, AuditOut, AuditPage
 from trustdiff.result import AuditResult, Gate
 
 router = APIRouter(prefix="/audits", tags=["audits"])
@@ -30,7 +30,7 @@ def _require_succeeded(audit: Audit, what: str) -> None:
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**PROBLEMS, 409: {"model": ProblemOut}, 413: {"model": ProblemOut}},
+    responses={**PROBLEMS, **problems(408, 409, 413, 429)},
 )
 def create_audit(
     body: AuditCreate,
@@ -79,7 +79,12 @@ def get_audit(audit: CurrentAudit) -> AuditOut:
 @router.post(
     "/{audit_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**PROBLEMS, 409: {"model": ProblemOut}},
+    responses={
+        **PROBLEMS,
+        **problems(409),
+        200: {"model": AuditOut, "description": "A queued audit, cancelled at once."},
+        202: {"description": "A running audit; it stops at its next batch boundary."},
+    },
 )
 def cancel_audit(audit: CurrentAudit, session: DbSession, response: Response) -> AuditOut:
     """A queued audit is cancelled at once (200); a running one stops at its next batch
@@ -92,7 +97,7 @@ def cancel_audit(audit: CurrentAudit, session: DbSession, response: Response) ->
 
 @router.get(
     "/{audit_id}/result",
-    responses={**PROBLEMS, 200: {"model": AuditResult}, 409: {"model": ProblemOut}},
+    responses={**PROBLEMS, **problems(409), 200: {"model": AuditResult}},
 )
 def get_result(audit: CurrentAudit) -> JSONResponse:
     """The engine's result document (the same JSON the CLI writes)."""
@@ -101,7 +106,7 @@ def get_result(audit: CurrentAudit) -> JSONResponse:
     return JSONResponse(audit.result)
 
 
-@router.get("/{audit_id}/gate", responses={**PROBLEMS, 409: {"model": ProblemOut}})
+@router.get("/{audit_id}/gate", responses={**PROBLEMS, **problems(409)})
 def get_gate(audit: CurrentAudit) -> Gate:
     """The verdict a deployment gate reads: `passed` and every check."""
     _require_succeeded(audit, "gate")
@@ -111,7 +116,7 @@ def get_gate(audit: CurrentAudit) -> Gate:
 @router.get(
     "/{audit_id}/report",
     response_class=HTMLResponse,
-    responses={**PROBLEMS, 409: {"model": ProblemOut}},
+    responses={**PROBLEMS, **problems(409)},
 )
 def get_report(audit: CurrentAudit) -> HTMLResponse:
     """A self-contained HTML report of the result."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
+from pydantic import ValidationError
 
 from service import datasets as dataset_service
 from service.api.deps import AppSettings, CurrentDataset, CurrentTenant, DbSession
-from service.api.responses import PROBLEMS
+from service.api.responses import PROBLEMS, problems
 from service.models import Dataset
-from service.schemas import DatasetOut, ProblemOut
+from service.problems import UnprocessableContent
+from service.schemas import DatasetOut
 from trustdiff.config import DatasetSpec
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -23,7 +25,7 @@ def dataset_out(dataset: Dataset) -> DatasetOut:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={**PROBLEMS, 413: {"model": ProblemOut}},
+    responses={**PROBLEMS, **problems(408, 413)},
 )
 def upload_dataset(
     file: Annotated[UploadFile, File(description="JSONL, CSV or TSV (GLUE-style) file.")],
@@ -37,18 +39,22 @@ def upload_dataset(
     label_field: Annotated[str, Form(min_length=1, max_length=200)] = "label",
 ) -> DatasetOut:
     """Store a dataset for later audits; every row is validated now (bad rows name their row)."""
-    spec = DatasetSpec(
-        path=file.filename or "dataset",
-        format=format,
-        text_field=text_field,
-        text_pair_field=text_pair_field,
-        label_field=label_field,
-    )
+    filename = dataset_service.display_name(file.filename)
+    try:
+        spec = DatasetSpec(
+            path=filename,
+            format=format,
+            text_field=text_field,
+            text_pair_field=text_pair_field,
+            label_field=label_field,
+        )
+    except ValidationError as error:
+        raise UnprocessableContent(str(error), code="invalid_request") from None
     dataset = dataset_service.store_dataset(
         session,
         tenant,
         file.file,
-        filename=file.filename or "dataset",
+        filename=filename,
         spec=spec,
         settings=settings,
     )

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from sqlalchemy import text
 
 from service.api.deps import AppSettings, get_database
+from service.api.responses import problems
 from service.db import Database
 from service.migrations import current_revision, head_revision
 from service.problems import ServiceUnavailable
-from service.schemas import Health, ProblemOut, Readiness
+from service.schemas import Health, Readiness
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -22,7 +26,7 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", responses={503: {"model": ProblemOut}})
+@router.get("/readyz", responses=problems(503))
 def readyz(
     database: Annotated[Database, Depends(get_database)], settings: AppSettings
 ) -> Readiness:
@@ -37,8 +41,11 @@ def readyz(
                 f"schema at revision {revision}, expected {head_revision()}: "
                 f"run `trustdiff migrate`"
             )
-    except Exception as error:
-        failures["database"] = f"unreachable: {type(error).__name__}: {error}"
+    except Exception:
+        # The reason (host, port, driver message) goes to the log, not to unauthenticated
+        # callers.
+        logger.warning("readiness: database unreachable", exc_info=True)
+        failures["database"] = "unreachable"
     try:
         if database.celery_app is None:
             raise RuntimeError("no broker client configured")
@@ -49,8 +56,9 @@ def readyz(
                 interval_step=0,
                 timeout=settings.readiness_timeout_s,
             )
-    except Exception as error:
-        failures["broker"] = f"unreachable: {type(error).__name__}: {error}"
+    except Exception:
+        logger.warning("readiness: broker unreachable", exc_info=True)
+        failures["broker"] = "unreachable"
     if failures:
         raise ServiceUnavailable(
             "; ".join(f"{name} {reason}" for name, reason in failures.items()),
