@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install services browser lint typecheck pytest test demo demo-build bench bench-quick bench-gpu openapi clean
+.PHONY: install services browser lint typecheck pytest test demo demo-build bench bench-quick bench-gpu load chaos openapi clean
 
 install: $(VENV)/.installed
 
@@ -60,6 +60,17 @@ bench-quick: install
 # Without CUDA it runs a tiny smoke variant.
 bench-gpu: install
 	$(PY) bench/bench_gpu.py
+
+# Not part of `make test`: minutes of CPU, and figures that depend on the machine's load.
+# 100 clients against the embedded default, then 200 against Postgres + Redis (60 s each).
+load: install services
+	$(PY) scripts/load.py --mode embedded --clients 100 --duration 60
+	$(PY) scripts/load.py --mode postgres --clients 200 --duration 60
+
+# 12 audits through 4 worker SIGKILLs, a Redis restart without persistence (its own
+# redis-server on port 6380) and a gateway SIGKILL: all must succeed once.
+chaos: install services
+	$(PY) scripts/chaos.py --audits 12 --worker-kills 4
 
 openapi: install
 	$(PY) -m service.openapi_export > openapi/openapi.json

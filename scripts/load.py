@@ -1,0 +1,254 @@
+"""Load test: N concurrent clients read one running audit and the audit list for a while.
+
+    python scripts/load.py --mode embedded --clients 100 --duration 60
+    python scripts/load.py --mode postgres --clients 200 --duration 60 --gateway-workers 2
+
+Starts its own service on 127.0.0.1 (embedded: `trustdiff serve`, SQLite and its own worker;
+postgres: a fresh database, Redis on 127.0.0.1:6379, `uvicorn --workers N` and one
+`trustdiff worker`), submits an audit large enough to keep running, and keeps one running
+for the whole window. Each client alternates `GET /v1/audits/{id}` and `GET /v1/audits`
+with no pause (or `--think-s`). Reports errors (any non-200 or transport failure),
+latency percentiles, throughput, the longest gap between the running audit's successive
+heartbeats (written every second here), and the load average. Bounded by --duration (at
+most 600 s) and --max-requests; it only ever talks to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from contextlib import nullcontext
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    FINAL_STATUSES,
+    LOOPBACK,
+    Service,
+    audit_body,
+    build_assets,
+    free_port,
+    load_average,
+    percentile,
+    postgres_database,
+    service_env,
+    wait_until_ready,
+)
+
+from service.db import Database
+from service.models import Audit, AuditStatus
+
+DATASET_ROWS = 400
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.statuses: Counter[str] = Counter()
+        self.heartbeats: dict[str, list[datetime]] = {}
+
+    @property
+    def errors(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status != "200")
+
+
+async def client_loop(
+    http: httpx.AsyncClient,
+    current: dict[str, str],
+    recorder: Recorder,
+    *,
+    stop_at: float,
+    think_s: float,
+    budget: list[int],
+) -> None:
+    index = 0
+    while time.monotonic() < stop_at and budget[0] > 0:
+        budget[0] -= 1
+        path = f"/v1/audits/{current['id']}" if index % 2 == 0 else "/v1/audits?limit=20"
+        index += 1
+        started = time.monotonic()
+        try:
+            response = await http.get(path)
+            status = str(response.status_code)
+        except httpx.HTTPError as error:
+            status = type(error).__name__
+        recorder.latencies.append(time.monotonic() - started)
+        recorder.statuses[status] += 1
+        if think_s:
+            await asyncio.sleep(think_s)
+
+
+def watch_heartbeats(database_url: str, recorder: Recorder, stop: threading.Event) -> None:
+    """Read every running audit's heartbeat straight from the database, 4 times a second.
+
+    Not through the API: a poll slowed by the load under test would miss beats and report a
+    stall that did not happen. A read takes no lock (see `Database.read_transaction`).
+    """
+    database = Database(database_url)
+    try:
+        while not stop.wait(0.25):
+            with database.read_transaction() as session:
+                rows = session.execute(
+                    select(Audit.id, Audit.heartbeat_at).where(Audit.status == AuditStatus.RUNNING)
+                ).all()
+            for audit_id, beat in rows:
+                beats = recorder.heartbeats.setdefault(str(audit_id), [])
+                if beat is not None and (not beats or beats[-1] != beat):
+                    beats.append(beat)
+    finally:
+        database.dispose()
+
+
+async def keep_an_audit_running(
+    http: httpx.AsyncClient, current: dict[str, str], *, stop_at: float
+) -> None:
+    """Submit the next audit when the running one finishes."""
+    seed = 1
+    while time.monotonic() < stop_at:
+        try:
+            audit = (await http.get(f"/v1/audits/{current['id']}")).json()
+        except (httpx.HTTPError, json.JSONDecodeError):
+            await asyncio.sleep(0.25)
+            continue
+        if audit.get("status") in FINAL_STATUSES:
+            seed += 1
+            current["id"] = await submit(http, seed)
+        await asyncio.sleep(0.25)
+
+
+async def submit(http: httpx.AsyncClient, seed: int) -> str:
+    body = audit_body(seed=seed, instances=40, lime_samples=400, rows=DATASET_ROWS)
+    response = await http.post("/v1/audits", json=body)
+    response.raise_for_status()
+    audit_id: str = response.json()["id"]
+    return audit_id
+
+
+async def run_load(
+    base: str, token: str, database_url: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=args.clients + 4, max_keepalive_connections=args.clients)
+    timeout = httpx.Timeout(30.0)
+    async with httpx.AsyncClient(
+        base_url=base, headers=headers, limits=limits, timeout=timeout
+    ) as http:
+        current = {"id": await submit(http, 1)}
+        # Wait until it runs: the heartbeat is what is being watched.
+        while (await http.get(f"/v1/audits/{current['id']}")).json()["status"] == "queued":
+            await asyncio.sleep(0.5)
+        recorder = Recorder()
+        stop_watching = threading.Event()
+        watcher = threading.Thread(
+            target=watch_heartbeats, args=(database_url, recorder, stop_watching), daemon=True
+        )
+        watcher.start()
+        stop_at = time.monotonic() + args.duration
+        budget = [args.max_requests]
+        load_before = load_average()
+        started = time.monotonic()
+        await asyncio.gather(
+            keep_an_audit_running(http, current, stop_at=stop_at),
+            *(
+                client_loop(
+                    http, current, recorder, stop_at=stop_at, think_s=args.think_s, budget=budget
+                )
+                for _ in range(args.clients)
+            ),
+        )
+        elapsed = time.monotonic() - started
+        stop_watching.set()
+        watcher.join()
+    gaps = [
+        (later - earlier).total_seconds()
+        for beats in recorder.heartbeats.values()
+        for earlier, later in itertools.pairwise(beats)
+    ]
+    return {
+        "mode": args.mode,
+        "clients": args.clients,
+        "think_s": args.think_s,
+        "duration_s": round(elapsed, 1),
+        "requests": len(recorder.latencies),
+        "throughput_rps": round(len(recorder.latencies) / elapsed, 1),
+        "errors": recorder.errors,
+        "statuses": dict(recorder.statuses),
+        "latency_s": {
+            "p50": round(percentile(recorder.latencies, 0.50), 3),
+            "p95": round(percentile(recorder.latencies, 0.95), 3),
+            "p99": round(percentile(recorder.latencies, 0.99), 3),
+            "max": round(max(recorder.latencies, default=float("nan")), 3),
+        },
+        "audits_watched": len(recorder.heartbeats),
+        "heartbeats_seen": sum(len(beats) for beats in recorder.heartbeats.values()),
+        "heartbeat_max_gap_s": round(max(gaps, default=float("nan")), 2),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("embedded", "postgres"), default="embedded")
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--think-s", type=float, default=0.0, help="pause between requests")
+    parser.add_argument("--max-requests", type=int, default=500_000)
+    parser.add_argument("--gateway-workers", type=int, default=2, help="uvicorn workers (pg)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="keep state and logs here")
+    args = parser.parse_args(argv)
+    if not 0 < args.duration <= 600 or not 0 < args.clients <= 1000:
+        parser.error("--duration must be in (0, 600] and --clients in (0, 1000]")
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="trustdiff-load-"))
+    work.mkdir(parents=True, exist_ok=True)
+    models, data = build_assets(work / "assets", rows=DATASET_ROWS)
+    port = free_port()
+    base = f"http://{LOOPBACK}:{port}"
+    settings = {"heartbeat_interval_s": "1"}
+    with postgres_database() if args.mode == "postgres" else nullcontext() as postgres_url:
+        database_url = postgres_url or f"sqlite:///{work / 'home' / 'trustdiff.sqlite'}"
+        if postgres_url:
+            settings |= {
+                "database_url": database_url,
+                "broker_url": f"redis://{LOOPBACK}:6379/14",
+                "queue": f"trustdiff-load-{secrets.token_hex(4)}",
+            }
+        service = Service(service_env(work / "home", models, data, **settings), work)
+        try:
+            if args.mode == "embedded":
+                command = [sys.executable, "-m", "trustdiff", "serve", "--port", str(port)]
+                service.start("serve", [*command, "--log-level", "warning"])
+            else:
+                service.trustdiff("migrate")
+                gateway = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
+                gateway += ["--host", LOOPBACK, "--port", str(port), "--log-level", "warning"]
+                service.start("gateway", [*gateway, "--workers", str(args.gateway_workers)])
+                service.start(
+                    "worker", [sys.executable, "-m", "trustdiff", "worker", "--pool=solo"]
+                )
+            wait_until_ready(base)
+            token = service.trustdiff("keys", "create", "--tenant", "load")
+            report = asyncio.run(run_load(base, token, database_url, args))
+        finally:
+            service.stop_all()
+    print(json.dumps(report, indent=2))
+    print(f"logs: {work}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
