@@ -105,7 +105,9 @@ def test_a_saturated_gateway_answers_503_with_retry_after(
     token, audit_id = seed_audit(sqlite_database)
     headers = {"Authorization": f"Bearer {token}"}
     settings = sqlite_settings.model_copy(
-        update={"max_concurrent_requests": 1, "request_queue_timeout_s": 0.0}
+        # Long enough for the POST to get the slot from a GET that holds it (no race), far
+        # shorter than the POST's wait for the lock.
+        update={"max_concurrent_requests": 1, "request_queue_timeout_s": 2.0}
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         lock = WriteLock(settings.home / "trustdiff.sqlite")
