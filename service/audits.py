@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import transitions
+from service.callback_urls import ForbiddenCallback, check_callback_url
 from service.jobs import RUN_AUDIT_TASK, enqueue_after_commit
 from service.models import Audit, AuditStatus, Dataset, Tenant
 from service.problems import Conflict, UnprocessableContent
@@ -114,6 +115,11 @@ def create_audit(
             "callback_url needs a signing secret: set TRUSTDIFF_CALLBACK_SECRET on the service",
             code="callback_not_configured",
         )
+    if body.callback_url is not None:
+        try:
+            check_callback_url(str(body.callback_url), settings)
+        except ForbiddenCallback as error:
+            raise UnprocessableContent(str(error), code="callback_url_forbidden") from None
     config, dataset_root, dataset_id = _engine_config(session, tenant, body)
     _validate_before_queueing(config, settings.dataset_folder(dataset_root), settings)
     audit = Audit(

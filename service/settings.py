@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
 
@@ -61,6 +62,15 @@ class Settings(BaseSettings):
 
     callback_secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key for `X-Trustdiff-Signature` on callbacks."
+    )
+    callback_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description='When set, callbacks go only to these hosts (exact, or "*.example.com").',
+    )
+    callback_allowed_networks: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list,
+        description="Non-public networks callbacks may reach anyway (e.g. 10.1.0.0/16); by "
+        "default loopback, private, link-local and metadata addresses are refused.",
     )
     callback_max_attempts: int = Field(default=6, ge=1)
     callback_backoff_s: float = Field(default=2.0, gt=0, description="First retry delay.")

@@ -13,6 +13,8 @@ release pipeline can gate on an audit with nothing of the service installed.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import time
 import uuid
@@ -177,6 +179,38 @@ _PROBLEM_CLASSES: Mapping[int, type[ProblemError]] = {
     413: InvalidRequest,
     422: InvalidRequest,
 }
+
+
+# Callbacks older than this are refused: long enough for clock skew and retries in flight,
+# short enough that a recorded callback cannot be replayed later.
+CALLBACK_TOLERANCE_S = 300
+
+
+def verify_callback_signature(
+    body: bytes,
+    header: str,
+    secret: str,
+    *,
+    tolerance_s: float = CALLBACK_TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """Whether `header` (`X-Trustdiff-Signature: t=<unix>,v1=<hex>`) signs `body` recently.
+
+    True when `v1` is HMAC-SHA256 of `"<t>." + body` under `secret` and `t` is within
+    `tolerance_s` seconds of `now` (default: this machine's clock). Compares in constant time.
+    """
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(fields["t"])
+        signature = fields["v1"]
+    except (KeyError, ValueError):
+        return False
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance_s:
+        return False
+    signed = f"{timestamp}.".encode() + body
+    expected = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
 
 
 def problem_error(response: httpx.Response) -> ProblemError:

@@ -16,6 +16,7 @@ class Delivery:
 @dataclass
 class CallbackServer:
     fail_first: int = 0
+    redirect_to: str | None = None
     deliveries: list[Delivery] = field(default_factory=list)
     attempts: int = 0
     received: threading.Event = field(default_factory=threading.Event)
@@ -27,6 +28,11 @@ class CallbackServer:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 recorder.attempts += 1
+                if recorder.redirect_to is not None:
+                    self.send_response(307)
+                    self.send_header("Location", recorder.redirect_to)
+                    self.end_headers()
+                    return
                 if recorder.attempts <= recorder.fail_first:
                     self.send_response(503)
                     self.end_headers()

@@ -102,6 +102,8 @@ def service_env(
         "TRUSTDIFF_MAX_UPLOAD_BYTES": str(64 * 1024),
         "TRUSTDIFF_MAX_REQUEST_BYTES": str(32 * 1024),
         "TRUSTDIFF_CALLBACK_SECRET": "callback-test-secret",
+        # The test receivers listen on loopback, which callbacks may not reach by default.
+        "TRUSTDIFF_CALLBACK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
         "TRUSTDIFF_CALLBACK_BACKOFF_S": "0.2",
         "TRUSTDIFF_CALLBACK_MAX_ATTEMPTS": "4",
         "TRUSTDIFF_HEARTBEAT_INTERVAL_S": "0.3",

@@ -18,6 +18,7 @@ from service.settings import Settings
 from tests.conftest import TinyAssets
 from tests.service.callback_server import CallbackServer
 from tests.service.fixtures import audit_body, wait_for_status
+from trustdiff.client import verify_callback_signature
 
 pytestmark = pytest.mark.services
 
@@ -95,8 +96,12 @@ def test_uploaded_dataset_audit_with_signed_callback_retried_until_delivered(
     assert receiver.attempts == 3
     delivery = receiver.deliveries[0]
     secret = settings.callback_secret.get_secret_value()  # type: ignore[union-attr]
-    expected = "sha256=" + hmac.new(secret.encode(), delivery.body, hashlib.sha256).hexdigest()
-    assert delivery.headers["X-Trustdiff-Signature"] == expected
+    header = delivery.headers["X-Trustdiff-Signature"]
+    timestamp = header.split(",")[0].removeprefix("t=")
+    signed = f"{timestamp}.".encode() + delivery.body
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    assert header == f"t={timestamp},v1={expected}"
+    assert verify_callback_signature(delivery.body, header, secret)
     payload = json.loads(delivery.body)
     assert payload["audit_id"] == audit_id
     assert payload["status"] == "succeeded"
