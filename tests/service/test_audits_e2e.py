@@ -37,7 +37,8 @@ def test_audit_runs_to_success_and_serves_result_gate_and_report(
     assert audit["error"] is None
     assert audit["attempts"] == 1
     assert audit["started_at"] and audit["finished_at"]
-    assert audit["progress"]["stage"] in {"gate", "explain"}
+    assert audit["progress"]["stage"] == "done"
+    assert audit["progress"]["done"] == audit["progress"]["total"]
 
     result = live_client.get(f"/v1/audits/{audit_id}/result", headers=auth).json()
     assert result["schema_version"] == "1"
