@@ -12,7 +12,8 @@ import trustdiff
 from service.api import audits, datasets, health, metrics
 from service.db import Database
 from service.jobs import build_celery_app
-from service.limits import BodySizeLimit, ConcurrencyLimit
+from service.key_gate import ApiKeyGate
+from service.limits import BodyLimits, ConcurrencyLimit
 from service.logs import AuditLogContext
 from service.metrics import RequestMetrics, ServiceMetrics
 from service.problems import install_problem_handlers
@@ -58,12 +59,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     upload_path = f"{API_PREFIX}/datasets"
     app.add_middleware(
-        BodySizeLimit,
+        BodyLimits,
         limit_for=lambda path: (
             settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
             if path.rstrip("/") == upload_path
             else settings.max_request_bytes
         ),
+        read_timeout_s=settings.body_read_timeout_s,
+    )
+    # Before any body is read: who is asking decides whether it is read at all.
+    app.add_middleware(
+        ApiKeyGate,
+        database=database,
+        protected_prefixes=(f"{API_PREFIX}/audits", f"{API_PREFIX}/datasets"),
     )
     # Outermost: a request waiting for a slot has not been read, authenticated or sized yet.
     app.add_middleware(

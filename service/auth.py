@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from service.models import ApiKey, Tenant
+from service.models import ApiKey, Tenant, utc_now
 
 TOKEN_PREFIX = "td_"
 
@@ -23,7 +25,14 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_api_key(session: Session, tenant_name: str) -> tuple[ApiKey, str]:
+# Writing the time of every request would turn each read into a write; a minute is precise
+# enough to tell a key in use from a forgotten one.
+LAST_USE_RESOLUTION = timedelta(minutes=1)
+
+
+def create_api_key(
+    session: Session, tenant_name: str, *, expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
     """A new key for `tenant_name` (created if new); the token is returned here only."""
     tenant = session.scalars(select(Tenant).where(Tenant.name == tenant_name)).one_or_none()
     if tenant is None:
@@ -31,17 +40,62 @@ def create_api_key(session: Session, tenant_name: str) -> tuple[ApiKey, str]:
         session.add(tenant)
         session.flush()
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    api_key = ApiKey(tenant_id=tenant.id, token_sha256=hash_token(token), display_prefix=token[:10])
+    api_key = ApiKey(
+        tenant_id=tenant.id,
+        token_sha256=hash_token(token),
+        display_prefix=token[:10],
+        expires_at=expires_at,
+    )
     session.add(api_key)
     session.flush()
     return api_key, token
 
 
-def tenant_for_token(session: Session, token: str) -> Tenant | None:
-    """The tenant owning an unrevoked key with this token, or None."""
-    statement = (
-        select(Tenant)
-        .join(ApiKey, ApiKey.tenant_id == Tenant.id)
-        .where(ApiKey.token_sha256 == hash_token(token), ApiKey.revoked_at.is_(None))
+def usable_key(session: Session, token: str) -> ApiKey | None:
+    """The unrevoked, unexpired key with this token, or None."""
+    statement = select(ApiKey).where(
+        ApiKey.token_sha256 == hash_token(token),
+        ApiKey.revoked_at.is_(None),
+        or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > utc_now()),
     )
     return session.scalars(statement).one_or_none()
+
+
+def tenant_for_token(session: Session, token: str) -> Tenant | None:
+    """The tenant owning an unrevoked, unexpired key with this token, or None."""
+    api_key = usable_key(session, token)
+    return api_key.tenant if api_key is not None else None
+
+
+def needs_use_recorded(api_key: ApiKey) -> bool:
+    return api_key.last_used_at is None or utc_now() - api_key.last_used_at >= LAST_USE_RESOLUTION
+
+
+def record_key_use(session: Session, key_id: uuid.UUID) -> None:
+    """Set the key's last use to now (a short write of its own, not the request's)."""
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utc_now()))
+
+
+def list_api_keys(session: Session, tenant_name: str | None = None) -> list[tuple[ApiKey, str]]:
+    """Every key with its tenant's name, oldest first; only `tenant_name`'s when given."""
+    statement = select(ApiKey, Tenant.name).join(Tenant, ApiKey.tenant_id == Tenant.id)
+    if tenant_name is not None:
+        statement = statement.where(Tenant.name == tenant_name)
+    rows = session.execute(statement.order_by(ApiKey.created_at, ApiKey.id))
+    return [(api_key, name) for api_key, name in rows]
+
+
+def revoke_api_key(session: Session, prefix: str) -> ApiKey:
+    """Revoke the one key whose displayed prefix is `prefix` (from `trustdiff keys list`).
+
+    Raises `LookupError` when no key, or more than one, has that prefix.
+    """
+    matches = list(session.scalars(select(ApiKey).where(ApiKey.display_prefix == prefix)))
+    if len(matches) != 1:
+        found = "no key" if not matches else f"{len(matches)} keys"
+        raise LookupError(f"{found} with prefix {prefix!r}")
+    api_key = matches[0]
+    if api_key.revoked_at is None:
+        api_key.revoked_at = utc_now()
+        session.flush()
+    return api_key

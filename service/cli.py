@@ -1,4 +1,4 @@
-"""`trustdiff serve | keys create | migrate`: the gateway's commands, added to `trustdiff`.
+"""`trustdiff serve | keys create|list|revoke | migrate`: the gateway's commands for `trustdiff`.
 
 Published in the `trustdiff.commands` entry-point group (pyproject.toml); the engine's CLI
 loads this module whenever it builds its parser, so nothing heavy at module level: each
@@ -9,6 +9,12 @@ import argparse
 import importlib.util
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from service.db import Database
 
 # What the gateway and the workers import; a missing one means the extra was not installed.
 SERVICE_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "celery", "pydantic_settings")
@@ -91,7 +97,22 @@ def _add_keys(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]")
         "create", help="create an API key for a tenant and print it (shown only once)"
     )
     create.add_argument("--tenant", required=True, help="tenant name (created when new)")
+    create.add_argument(
+        "--expires-in-days",
+        type=float,
+        default=None,
+        metavar="DAYS",
+        help="the key stops working after this many days (default: never)",
+    )
     create.set_defaults(func=needs_service_extra("keys create", _keys_create))
+    listing = keys_commands.add_parser(
+        "list", help="list API keys: prefix, tenant, created, expires, last used, revoked"
+    )
+    listing.add_argument("--tenant", default=None, help="only this tenant's keys")
+    listing.set_defaults(func=needs_service_extra("keys list", _keys_list))
+    revoke = keys_commands.add_parser("revoke", help="revoke a key by its listed prefix")
+    revoke.add_argument("prefix", help="the key's prefix as `trustdiff keys list` shows it")
+    revoke.set_defaults(func=needs_service_extra("keys revoke", _keys_revoke))
 
 
 def prepare_state(*, migrate_embedded: bool) -> None:
@@ -121,30 +142,108 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
-def _keys_create(args: argparse.Namespace) -> int:
+def _migrated_database() -> "Database | None":
+    """The service database at the latest schema, or None after saying what to run."""
     prepare_state(migrate_embedded=True)
-    from service.auth import create_api_key
     from service.db import Database
     from service.migrations import current_revision, head_revision
     from service.settings import get_settings
 
     database = Database(get_settings().database_url)
-    try:
-        with database.engine.connect() as connection:
-            revision = current_revision(connection)
-        if revision != head_revision():
-            print(
-                f"error: the database schema is at revision {revision}, not {head_revision()}; "
-                f"run `trustdiff migrate` first",
-                file=sys.stderr,
-            )
+    with database.engine.connect() as connection:
+        revision = current_revision(connection)
+    if revision != head_revision():
+        database.dispose()
+        print(
+            f"error: the database schema is at revision {revision}, not {head_revision()}; "
+            f"run `trustdiff migrate` first",
+            file=sys.stderr,
+        )
+        return None
+    return database
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from service.auth import create_api_key
+    from service.models import utc_now
+
+    expires_at = None
+    if args.expires_in_days is not None:
+        if args.expires_in_days <= 0:
+            print("error: --expires-in-days must be positive", file=sys.stderr)
             return EXIT_ERROR
+        expires_at = utc_now() + timedelta(days=args.expires_in_days)
+    database = _migrated_database()
+    if database is None:
+        return EXIT_ERROR
+    try:
         with database.transaction() as session:
-            _api_key, token = create_api_key(session, args.tenant)
+            api_key, token = create_api_key(session, args.tenant, expires_at=expires_at)
+            prefix = api_key.display_prefix
     finally:
         database.dispose()
     print(token)
-    print(f"API key for tenant {args.tenant!r}; it is not shown again.", file=sys.stderr)
+    until = f", valid until {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
+    print(
+        f"API key {prefix} for tenant {args.tenant!r}{until}; it is not shown again.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _when(moment: "datetime | None") -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment is not None else "-"
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from service.auth import list_api_keys
+
+    database = _migrated_database()
+    if database is None:
+        return EXIT_ERROR
+    try:
+        with database.read_transaction() as session:
+            keys = list_api_keys(session, args.tenant)
+            rows = [
+                (
+                    api_key.display_prefix,
+                    tenant,
+                    _when(api_key.created_at),
+                    _when(api_key.expires_at),
+                    _when(api_key.last_used_at),
+                    _when(api_key.revoked_at),
+                )
+                for api_key, tenant in keys
+            ]
+    finally:
+        database.dispose()
+    header = ("PREFIX", "TENANT", "CREATED", "EXPIRES", "LAST USED", "REVOKED")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from service.auth import revoke_api_key
+
+    database = _migrated_database()
+    if database is None:
+        return EXIT_ERROR
+    try:
+        with database.transaction() as session:
+            api_key = revoke_api_key(session, args.prefix)
+            revoked_at = api_key.revoked_at
+    except LookupError as error:
+        print(f"error: {error.args[0]}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        database.dispose()
+    print(f"revoked {args.prefix} (at {_when(revoked_at)} UTC)", file=sys.stderr)
     return 0
 
 

@@ -5,25 +5,31 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.problems import overloaded_response, problem_response
 
 
-class BodyTooLarge(Exception):
-    """Raised from `receive` once a streamed body passes its limit."""
+class BodyRefused(Exception):
+    """Raised from `receive` once a streamed body passes its size or time limit."""
 
 
-class BodySizeLimit:
-    """413 problem for bodies over `limit_for(path)` bytes.
+class BodyLimits:
+    """413 problem for bodies over `limit_for(path)` bytes; 408 when a client stalls.
 
     Content-Length is checked up front; chunked bodies are counted as they stream in, so a
-    client cannot bypass the limit by omitting the header.
+    client cannot bypass the limit by omitting the header. Each read of the body waits at
+    most `read_timeout_s`: a client that sends half a body and stops frees its connection
+    and worker slot instead of holding them.
     """
 
-    def __init__(self, app: ASGIApp, *, limit_for: Callable[[str], int]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, limit_for: Callable[[str], int], read_timeout_s: float
+    ) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,49 +39,70 @@ class BodySizeLimit:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._refuse(limit, scope, receive, send)
+            await self._too_large(limit, scope, receive, send)
             return
 
         received = 0
-        exceeded = False
+        failure: str | None = None
         refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
+            nonlocal received, failure
+            try:
+                with anyio.fail_after(self.read_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                failure = "timeout"
+                raise BodyRefused from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    exceeded = True
-                    raise BodyTooLarge
+                    failure = "size"
+                    raise BodyRefused
             return message
 
+        async def refuse() -> None:
+            if failure == "timeout":
+                await self._stalled(scope, receive, send)
+            else:
+                await self._too_large(limit, scope, receive, send)
+
         async def guarded_send(message: Message) -> None:
-            # Frameworks turn a failing body read into their own 400; once the limit was
-            # passed, whatever the app answers is replaced by the 413 it really is.
+            # Frameworks turn a failing body read into their own 400; once a limit was
+            # passed, whatever the app answers is replaced by the 413 or 408 it really is.
             nonlocal refused
-            if not exceeded:
+            if failure is None:
                 await send(message)
             elif not refused and message["type"] == "http.response.start":
                 refused = True
-                await self._refuse(limit, scope, receive, send)
+                await refuse()
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except BodyTooLarge:
+        except BodyRefused:
             if refused:
                 return
             refused = True
-            await self._refuse(limit, scope, receive, send)
+            await refuse()
 
     @staticmethod
-    async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(
             413,
             title="Payload too large",
             detail=f"the request body is larger than the {limit}-byte limit",
             code="payload_too_large",
             extra={"limit_bytes": limit},
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+    async def _stalled(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            408,
+            title="Request timeout",
+            detail=f"the request body stalled: no data for {self.read_timeout_s:g} s",
+            code="request_timeout",
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)

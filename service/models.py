@@ -122,6 +122,9 @@ class ApiKey(Base):
     display_prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None] = mapped_column(doc="None: the key never expires.")
+    # Recorded at most once a minute per key (see `service.auth.record_key_use`).
+    last_used_at: Mapped[datetime | None]
 
     tenant: Mapped[Tenant] = relationship(back_populates="api_keys")
 

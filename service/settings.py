@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     queue: str = Field(default="trustdiff", min_length=1, description="Celery queue for audits.")
 
     max_request_bytes: int = Field(default=1 * MIB, ge=1024, description="JSON request bodies.")
+    body_read_timeout_s: float = Field(
+        default=30.0, gt=0, description="A request body that sends nothing this long is a 408."
+    )
     max_upload_bytes: int = Field(default=64 * MIB, ge=1024, description="Dataset uploads.")
 
     callback_secret: SecretStr | None = Field(
