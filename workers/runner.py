@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -73,6 +74,9 @@ class Heartbeat(threading.Thread):
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._progress: Progress | None = None
+        # A thread starts with empty context variables: carry the job's (its audit id, for
+        # the log lines) into this one.
+        self._context = contextvars.copy_context()
 
     def report(self, stage: str, done: int, total: int) -> None:
         with self._lock:
@@ -97,6 +101,9 @@ class Heartbeat(threading.Thread):
                 self._progress = self._progress or progress
 
     def run(self) -> None:
+        self._context.run(self._beat_until_stopped)
+
+    def _beat_until_stopped(self) -> None:
         while not self._stopped.wait(self.interval_s):
             self.beat()
 

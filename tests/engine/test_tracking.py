@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TinyAssets
 from tests.report.builders import build_audit_result
+from trustdiff.cli import main
 from trustdiff.result import AuditResult
 from trustdiff.tracking import log_audit, result_metrics
 
@@ -83,3 +85,35 @@ def test_a_passing_audit_is_tagged_passed_without_a_report(
     assert {item.path for item in client.list_artifacts(run_id, "trustdiff")} == {
         "trustdiff/result.json"
     }
+
+
+def test_audit_with_mlflow_logs_the_run_it_prints(
+    tiny_assets: TinyAssets,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    client.create_experiment("cli", artifact_location=(tmp_path / "artifacts").as_uri())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    out = tmp_path / "result.json"
+    code = main(
+        [
+            "audit", "--reference", str(tiny_assets.reference),
+            "--candidate", str(tiny_assets.reference), "--candidate-transform", "int8-dynamic",
+            "--dataset", str(tiny_assets.dataset), "--bootstrap", "50",
+            "--explain-instances", "0", "--device", "cpu", "--out", str(out),
+            "--mlflow", "--mlflow-experiment", "cli", "--quiet",
+        ]
+    )  # fmt: skip
+    printed = capsys.readouterr()
+    result = AuditResult.model_validate_json(out.read_text())
+    assert code == (0 if result.gate.passed else 1), printed.err
+    run_id = printed.err.split("logged to MLflow run ")[1].split()[0]
+    run = client.get_run(run_id)
+    assert run.data.tags["trustdiff.gate"] == ("passed" if result.gate.passed else "failed")
+    assert run.data.metrics["parity.agreement"] == pytest.approx(result.parity.agreement)
+    assert run.data.params["candidate.transform"] == "int8-dynamic"
+    artifacts = {item.path for item in client.list_artifacts(run_id, "trustdiff")}
+    assert artifacts == {"trustdiff/result.json", "trustdiff/report.html"}
