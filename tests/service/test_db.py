@@ -113,18 +113,26 @@ def test_a_saturated_gateway_answers_503_with_retry_after(
         lock = WriteLock(settings.home / "trustdiff.sqlite")
         # A write (cancel) waits for the lock another writer holds: it fills the one slot.
         answers: list[int] = []
-        writer = threading.Thread(
-            target=lambda: answers.append(
-                client.post(f"/v1/audits/{audit_id}/cancel", headers=headers).status_code
+
+        def start_writer() -> threading.Thread:
+            writer = threading.Thread(
+                target=lambda: answers.append(
+                    client.post(f"/v1/audits/{audit_id}/cancel", headers=headers).status_code
+                )
             )
-        )
-        writer.start()
+            writer.start()
+            return writer
+
+        writer = start_writer()
         try:
             deadline = time.monotonic() + 30
             while (
                 shed := client.get(f"/v1/audits/{audit_id}", headers=headers)
             ).status_code == 200:
                 assert time.monotonic() < deadline, "the gateway never filled its one slot"
+                if not writer.is_alive() and answers[-1:] == [503]:
+                    # The first GET got the slot before the cancel: it was shed; send it again.
+                    writer = start_writer()
                 time.sleep(0.05)
             # Liveness is never shed.
             assert client.get("/v1/healthz").status_code == 200
@@ -135,7 +143,8 @@ def test_a_saturated_gateway_answers_503_with_retry_after(
     assert shed.headers["retry-after"] == str(settings.retry_after_s)
     assert shed.headers["content-type"] == "application/problem+json"
     assert shed.json()["code"] == "overloaded"
-    assert answers == [200]  # the queued audit was cancelled once the lock came free
+    # The queued audit was cancelled once the lock came free (after any shed attempts).
+    assert answers[-1] == 200 and set(answers[:-1]) <= {503}, answers
 
 
 def test_an_unreachable_database_is_503_not_500(sqlite_settings: Settings) -> None:
