@@ -169,6 +169,8 @@ class GateSettings(_Settings):
     most the threshold; `agreement` and `worst_slice_agreement` when it is at least the
     threshold; the jaccard margins when the between-model mean is no more than `threshold`
     below the reference's own noise floor.
+    With a twin and `relative_to_twin`, each threshold becomes a margin beyond the twin's
+    own figure (agreement's margin is `1 − threshold`); see `trustdiff.gate.CheckSpec`.
     """
 
     # One field per check of `trustdiff.gate.CHECKS`, which says how each is measured.
@@ -187,6 +189,18 @@ class GateSettings(_Settings):
     shap_jaccard_margin: CheckSetting = CheckSetting(threshold=0.15)
     lime_comprehensiveness_drop: CheckSetting = CheckSetting(threshold=0.05, enabled=False)
     shap_comprehensiveness_drop: CheckSetting = CheckSetting(threshold=0.05, enabled=False)
+    alignment_minimum: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="The mean jaccard@k an alignment check must reach, absolutely, when its "
+        "method has no noise floor (deterministic, or the floor switched off) and no twin.",
+    )
+    relative_to_twin: bool = Field(
+        default=True,
+        description="With a twin, judge every check relative to it: the candidate may differ "
+        "from the reference by what the twin differs, plus the check's margin.",
+    )
 
 
 DatasetT = TypeVar("DatasetT")

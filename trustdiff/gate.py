@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 from trustdiff.config import CheckSetting, ExplainMethod, GateSettings
 from trustdiff.result import (
+    AlignmentMetrics,
     Calibration,
     Divergence,
     Gate,
     GateCheck,
     Interval,
+    JudgedRelativeTo,
     MethodAlignment,
     Parity,
     Pillar,
@@ -31,22 +33,35 @@ Comparison = Literal["<=", ">="]
 
 @dataclass(frozen=True)
 class Evidence:
-    """Everything the checks measure: the audit's parity, calibration and alignment, and the
-    sections beyond the averages (None in documents that predate them: their checks fail)."""
+    """Everything the checks measure: the audit's parity, calibration and alignment (each
+    with its `twin` section when a twin was audited), the sections beyond the averages (None
+    in documents that predate them: their checks fail), and the gate's settings."""
 
     parity: Parity
     calibration: Calibration
     alignment: dict[str, MethodAlignment]
+    settings: GateSettings
     slices: Slices | None = None
     divergence: Divergence | None = None
+
+    @property
+    def judged_relative_to_twin(self) -> bool:
+        return self.settings.relative_to_twin and self.parity.twin is not None
 
 
 @dataclass(frozen=True)
 class Rule:
-    """A check's threshold for one audit, and the sentence describing what is judged."""
+    """A check's threshold for one audit, the sentence describing what is judged, and what
+    the threshold is relative to (with the twin's figure and the margin when relative)."""
 
     threshold: float
     description: str
+    relative_to: JudgedRelativeTo = "absolute"
+    twin_value: float | None = None
+    margin: float | None = None
+
+
+Measure = Callable[[Evidence], Interval | None]
 
 
 @dataclass(frozen=True)
@@ -54,23 +69,64 @@ class CheckSpec:
     """One gate check: its name (a `GateSettings` field), pillar, measurement and direction.
 
     `measure(evidence)` gives the value with its interval (None when it could not be
-    measured: the check fails). `rule(evidence, threshold)` turns the configured threshold
-    into the one judged; by default it is used as given. `method` marks an alignment check,
-    which exists only when that method was run.
+    measured: the check fails); `twin_measure(evidence)` the same figure for the twin from the
+    `twin` sections (None when the twin has none). Relative to the twin, a `<=` check (a drop
+    or an increase) may reach the twin's |figure| plus the margin, and a `>=` check the twin's
+    figure minus the margin; the margin is `margin_of(threshold)` (the configured threshold
+    itself, except for agreement, whose margin is `1 − threshold`), so a twin identical to
+    the reference gives back the absolute rule. A check the twin has no figure for keeps its
+    own rule and says so. `rule`, when set, replaces the absolute rule (the alignment checks
+    judge against the noise floor). `method` marks an alignment check, which exists only when
+    that method was run.
     """
 
     name: str
     pillar: Pillar
     comparison: Comparison
-    measure: Callable[[Evidence], Interval | None]
+    measure: Measure
     description: str = ""
     rule: Callable[[Evidence, float], Rule] | None = None
     method: str | None = None
+    margin_of: Callable[[float], float] = lambda threshold: threshold
+    twin_measure: Measure | None = None
 
     def judged_rule(self, evidence: Evidence, threshold: float) -> Rule:
-        if self.rule is None:
-            return Rule(threshold=threshold, description=self.description)
-        return self.rule(evidence, threshold)
+        if evidence.judged_relative_to_twin and self.twin_measure is not None:
+            return self._relative_to_twin(evidence, threshold, self.twin_measure)
+        rule = (
+            Rule(threshold=threshold, description=self.description)
+            if self.rule is None
+            else self.rule(evidence, threshold)
+        )
+        if evidence.judged_relative_to_twin:
+            note = " (the twin has no figure for this check: its own rule applies)"
+            return replace(rule, description=rule.description + note)
+        return rule
+
+    def _relative_to_twin(self, evidence: Evidence, threshold: float, twin: Measure) -> Rule:
+        measured = twin(evidence)
+        margin = self.margin_of(threshold)
+        if measured is None or math.isnan(measured.value):
+            return Rule(
+                threshold=math.nan,
+                description=f"{self.description}; the twin's figure is missing: fails",
+                relative_to="twin",
+                margin=margin,
+            )
+        twin_value = measured.value
+        if self.comparison == "<=":
+            judged = abs(twin_value) + margin
+            sentence = f"at most the twin's |{twin_value:.4f}| + {margin:g}"
+        else:
+            judged = twin_value - margin
+            sentence = f"at least the twin's {twin_value:.4f} − {margin:g}"
+        return Rule(
+            threshold=judged,
+            description=f"{self.description}, {sentence} (relative to the twin)",
+            relative_to="twin",
+            twin_value=twin_value,
+            margin=margin,
+        )
 
 
 def _negated(interval: Interval) -> Interval:
@@ -86,41 +142,72 @@ def _negated(interval: Interval) -> Interval:
     )
 
 
-def _agreement(evidence: Evidence) -> Interval:
-    parity = evidence.parity
-    return parity.agreement_interval or Interval(value=parity.agreement)
+def _twin(read: Callable[[Parity, Calibration], Interval | None]) -> Measure:
+    """A twin measure from the twin's parity and calibration sections."""
 
-
-def _calibration_increase(metric: str) -> Callable[[Evidence], Interval | None]:
-    return lambda evidence: evidence.calibration.delta.get(metric)
-
-
-def _mean_jaccard(method: str) -> Callable[[Evidence], Interval | None]:
     def measure(evidence: Evidence) -> Interval | None:
-        summary = evidence.alignment[method].jaccard_at_k
-        if summary.mean is None:
-            return None
-        return Interval(value=summary.mean, ci_low=summary.ci_low, ci_high=summary.ci_high)
+        parity, calibration = evidence.parity.twin, evidence.calibration.twin
+        return None if parity is None or calibration is None else read(parity, calibration)
 
     return measure
 
 
+def _agreement_of(parity: Parity) -> Interval:
+    return parity.agreement_interval or Interval(value=parity.agreement)
+
+
+def _calibration_increase(metric: str) -> Measure:
+    return lambda evidence: evidence.calibration.delta.get(metric)
+
+
+def _mean_of(metrics: AlignmentMetrics | None) -> Interval | None:
+    summary = None if metrics is None else metrics.jaccard_at_k
+    if summary is None or summary.mean is None:
+        return None
+    return Interval(value=summary.mean, ci_low=summary.ci_low, ci_high=summary.ci_high)
+
+
+def _mean_jaccard(method: str) -> Measure:
+    return lambda evidence: _mean_of(evidence.alignment[method])
+
+
+def _twin_mean_jaccard(method: str) -> Measure:
+    return lambda evidence: _mean_of(evidence.alignment[method].twin)
+
+
 def _below_noise_floor(method: str) -> Callable[[Evidence, float], Rule]:
-    """The mean must reach `noise_floor_mean − margin`, or `1 − margin` with no floor."""
+    """The mean must reach `noise_floor_mean − margin`; with no floor measured (a
+    deterministic explainer, or the floor switched off) the explicit absolute minimum
+    `GateSettings.alignment_minimum`."""
 
     def rule(evidence: Evidence, margin: float) -> Rule:
         method_alignment = evidence.alignment[method]
         floor = method_alignment.noise_floor
-        floor_mean = None if floor is None else floor.jaccard_at_k.mean
-        if floor_mean is None:
-            threshold, basis = 1.0 - margin, "1 (no noise floor measured)"
-        else:
-            threshold, basis = floor_mean - margin, f"the reference's noise floor {floor_mean:.4f}"
-        description = (
-            f"{method.upper()} mean jaccard@{method_alignment.top_k} between the models, "
-            f"at most {margin} below {basis}"
+        floor_mean = (
+            None if floor is None or floor.jaccard_at_k is None else floor.jaccard_at_k.mean
         )
-        return Rule(threshold=threshold, description=description)
+        measured = f"{method.upper()} mean jaccard@{method_alignment.top_k} between the models"
+        if floor_mean is None:
+            minimum = evidence.settings.alignment_minimum
+            why = (
+                f"{method.upper()} is deterministic under these settings (its re-run equals "
+                "its first run), so it has no noise floor"
+                if floor is not None and floor.deterministic
+                else "no noise floor was measured"
+            )
+            return Rule(
+                threshold=minimum,
+                description=f"{measured}, at least the absolute minimum {minimum:g} ({why})",
+                relative_to="absolute",
+            )
+        return Rule(
+            threshold=floor_mean - margin,
+            description=(
+                f"{measured}, at most {margin:g} below the reference's noise floor {floor_mean:.4f}"
+            ),
+            relative_to="noise_floor",
+            margin=margin,
+        )
 
     return rule
 
@@ -131,8 +218,10 @@ def _jaccard_margin(method: str) -> CheckSpec:
         pillar="alignment",
         comparison=">=",
         measure=_mean_jaccard(method),
+        description=f"{method.upper()} mean jaccard@k between the models",
         rule=_below_noise_floor(method),
         method=method,
+        twin_measure=_twin_mean_jaccard(method),
     )
 
 
@@ -202,6 +291,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         comparison="<=",
         measure=lambda evidence: _negated(evidence.parity.accuracy_delta),
         description="reference accuracy − candidate accuracy",
+        twin_measure=_twin(lambda parity, _: _negated(parity.accuracy_delta)),
     ),
     CheckSpec(
         name="macro_f1_drop",
@@ -209,13 +299,16 @@ CHECKS: tuple[CheckSpec, ...] = (
         comparison="<=",
         measure=lambda evidence: _negated(evidence.parity.macro_f1_delta),
         description="reference macro-F1 − candidate macro-F1",
+        twin_measure=_twin(lambda parity, _: _negated(parity.macro_f1_delta)),
     ),
     CheckSpec(
         name="agreement",
         pillar="parity",
         comparison=">=",
-        measure=_agreement,
+        measure=lambda evidence: _agreement_of(evidence.parity),
         description="fraction of instances both models predict the same class",
+        margin_of=lambda threshold: 1.0 - threshold,
+        twin_measure=_twin(lambda parity, _: _agreement_of(parity)),
     ),
     CheckSpec(
         name="ece_increase",
@@ -223,6 +316,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         comparison="<=",
         measure=_calibration_increase("ece"),
         description="candidate ece − reference ece",
+        twin_measure=_twin(lambda _, calibration: calibration.delta.get("ece")),
     ),
     CheckSpec(
         name="brier_increase",
@@ -230,6 +324,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         comparison="<=",
         measure=_calibration_increase("brier"),
         description="candidate brier − reference brier",
+        twin_measure=_twin(lambda _, calibration: calibration.delta.get("brier")),
     ),
     CheckSpec(
         name="negative_flip_rate",
@@ -237,6 +332,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         comparison="<=",
         measure=lambda evidence: evidence.parity.negative_flip_rate,
         description="share of all rows the reference gets right and the candidate wrong",
+        twin_measure=_twin(lambda parity, _: parity.negative_flip_rate),
     ),
     CheckSpec(
         name="worst_slice_accuracy_drop",
@@ -305,6 +401,9 @@ def _judge(spec: CheckSpec, evidence: Evidence, setting: CheckSetting) -> GateCh
         judged_on=judged_on,
         passed=_passes(judged, rule.threshold, spec.comparison),
         description=description,
+        judged_relative_to=rule.relative_to,
+        twin_value=rule.twin_value,
+        margin=rule.margin,
     )
 
 
@@ -339,10 +438,16 @@ def evaluate_gate(
       worst slice among those with at least `min_slice_size` rows, with that slice's CI.
     - `kl_p99` (parity, `<=`): the 99th percentile of per-row KL(reference ‖ candidate).
     - for each method in `alignment`, in that order: `<method>_jaccard_margin` (alignment,
-      `>=`): the between-model mean jaccard@k must reach `noise_floor_mean − margin`, or
-      `1 − margin` when no noise floor was measured; the interval is the mean's CI; then
+      `>=`): the between-model mean jaccard@k must reach `noise_floor_mean − margin`, or the
+      absolute `settings.alignment_minimum` when no floor was measured (a deterministic
+      explainer, or the floor switched off); the interval is the mean's CI; then
       `<method>_comprehensiveness_drop` (alignment, `<=`): reference − candidate mean
       comprehensiveness, negated paired CI.
+
+    With a twin (`parity.twin` set) and `settings.relative_to_twin`, every check is judged
+    relative to the twin instead (`CheckSpec`): the candidate may differ from the reference
+    by what the retrained twin differs, plus the margin. Each check records the rule it was
+    judged by (`judged_relative_to`, `twin_value`, `margin`).
 
     A gate with no enabled check passes (an empty AND).
     """
@@ -350,6 +455,7 @@ def evaluate_gate(
         parity=parity,
         calibration=calibration,
         alignment=alignment,
+        settings=settings,
         slices=slices,
         divergence=divergence,
     )
@@ -358,4 +464,32 @@ def evaluate_gate(
         setting: CheckSetting = getattr(settings, spec.name)
         if setting.enabled:
             checks.append(_judge(spec, evidence, setting))
-    return Gate(passed=all(check.passed for check in checks), checks=checks)
+    return Gate(
+        passed=all(check.passed for check in checks),
+        checks=checks,
+        twin_identical=_twin_identical(parity, calibration, alignment),
+    )
+
+
+def _twin_identical(
+    parity: Parity, calibration: Calibration, alignment: dict[str, MethodAlignment]
+) -> bool | None:
+    """None without a twin; True when the twin shows no difference from the reference on
+    any pillar (then the relative rules allow nothing beyond the margins)."""
+    if parity.twin is None or calibration.twin is None:
+        return None
+    twin_parity, twin_calibration = parity.twin, calibration.twin
+    if twin_parity.agreement != 1.0 or twin_parity.probability_loyalty != 1.0:
+        return False
+    deltas = [twin_parity.accuracy_delta, twin_parity.macro_f1_delta]
+    deltas += list(twin_calibration.delta.values())
+    if any(delta.value != 0.0 for delta in deltas):
+        return False
+    for aligned in alignment.values():
+        twin = aligned.twin
+        if twin is None:
+            continue
+        shared = twin.shared_perturbations or twin
+        if shared.cosine_similarity.mean is not None and shared.cosine_similarity.mean < 1.0:
+            return False
+    return True

@@ -603,32 +603,46 @@ class BatchingEvaluator:
             key = (runner.tokenizer_key or f"runner-{id(runner)}", runner.device.type)
             self._runner_groups.setdefault(key, []).append(runner)
 
-    def predict_proba(self, inputs: Sequence[TextInput]) -> list[NDArray]:
-        """One (n, K) float64 array per runner, in runner order, reference label columns."""
+    def predict_proba(
+        self, inputs: Sequence[TextInput], *, runners: Sequence[int] | None = None
+    ) -> list[NDArray]:
+        """One (n, K) float64 array per runner, in runner order, reference label columns.
+
+        `runners` selects runner indices (in the order given) and only those are forwarded:
+        the noise floor's re-run needs the reference alone. A cached input lacking a selected
+        runner's row is forwarded for the missing runners only; rows already cached are kept.
+        """
         keys = [_check_input(value) for value in inputs]
+        selected = list(range(len(self.runners))) if runners is None else list(runners)
+        for index in selected:
+            if not 0 <= index < len(self.runners):
+                raise ValueError(f"runner index {index} out of range for {len(self.runners)}")
         with self._lock:
             self.stats.calls += 1
             self.stats.requested_inputs += len(keys)
             unique = list(dict.fromkeys(keys))
             self.stats.deduplicated_inputs += len(keys) - len(unique)
-            # (u, R, K): every distinct input's row for every runner.
-            table = np.empty((len(unique), len(self.runners), self.n_classes), dtype=np.float64)
+            # (u, R, K): every distinct input's row for every runner; NaN where not computed.
+            table = np.full((len(unique), len(self.runners), self.n_classes), np.nan)
             missing: list[int] = []
             for position, key in enumerate(unique):
                 cached = self._cache.get(key)
-                if cached is None:
-                    missing.append(position)
-                else:
+                if cached is not None:
                     self._cache.move_to_end(key)
                     table[position] = cached
+                if cached is None or np.isnan(cached[selected, 0]).any():
+                    missing.append(position)
             self.stats.cache_hits += len(unique) - len(missing)
             if missing:
-                table[missing] = self._forward([unique[position] for position in missing])
+                wanted = [index for index in selected if np.isnan(table[missing, index, 0]).any()]
+                computed = self._forward([unique[position] for position in missing], wanted)
+                known = ~np.isnan(table[missing])
+                table[missing] = np.where(known, table[missing], computed)
                 self.stats.unique_inputs_forwarded += len(missing)
                 self._remember([unique[position] for position in missing], table[missing])
             positions = {key: position for position, key in enumerate(unique)}
             rows = np.fromiter((positions[key] for key in keys), dtype=np.intp, count=len(keys))
-            return [table[rows, index, :] for index in range(len(self.runners))]
+            return [table[rows, index, :] for index in selected]
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -655,8 +669,10 @@ class BatchingEvaluator:
             ),
         )
 
-    def _forward(self, inputs: list[TextInput]) -> NDArray:
-        """(len(inputs), R, K) probabilities of inputs that are not cached."""
+    def _forward(self, inputs: list[TextInput], selected: Sequence[int]) -> NDArray:
+        """(len(inputs), R, K) probabilities of inputs that are not cached; only the runners
+        at indices `selected` are run, the others' rows are NaN."""
+        wanted_ids = {id(self.runners[index]) for index in selected}
         started = time.perf_counter()
         # Strings and sentence pairs tokenize through different calls; keep them apart.
         kinds = [
@@ -669,7 +685,9 @@ class BatchingEvaluator:
             for rows_of_kind in (kind for kind in kinds if len(kind)):
                 texts = [inputs[i] for i in rows_of_kind]
                 for (_, device_type), group in self._runner_groups.items():
-                    self._forward_group(group, device_type, texts, rows_of_kind, parts)
+                    wanted = [runner for runner in group if id(runner) in wanted_ids]
+                    if wanted:
+                        self._forward_group(wanted, device_type, texts, rows_of_kind, parts)
             # The one synchronisation of this call: every result comes back to the host here.
             done = {
                 runner_id: (
@@ -678,8 +696,10 @@ class BatchingEvaluator:
                 )
                 for runner_id, batches in parts.items()
             }
-        output = np.empty((len(inputs), len(self.runners), self.n_classes), dtype=np.float64)
+        output = np.full((len(inputs), len(self.runners), self.n_classes), np.nan)
         for runner_index, runner in enumerate(self.runners):
+            if id(runner) not in done:
+                continue
             rows, proba = done[id(runner)]
             output[rows, runner_index, :] = proba[:, self.column_orders[runner_index]]
         self.stats.forward_seconds += time.perf_counter() - started

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION: Literal["1"] = "1"
 
 Pillar = Literal["parity", "calibration", "alignment"]
+JudgedRelativeTo = Literal["twin", "noise_floor", "absolute"]
 
 
 class _Doc(BaseModel):
@@ -47,9 +48,25 @@ class DatasetManifest(_Doc):
     label_field: str
 
 
+class TwinCacheManifest(_Doc):
+    """Where the twin's figures came from: computed in this audit, or read from the cache."""
+
+    key: str = Field(
+        description="sha256 over the fingerprints of reference, twin and dataset and the "
+        "settings the twin's figures depend on."
+    )
+    hit: bool = Field(description="True when read from the cache: no model call for the twin.")
+    location: str | None = Field(default=None, description="The cache folder, when one is used.")
+
+
 class Manifest(_Doc):
     reference: CheckpointManifest
     candidate: CheckpointManifest
+    twin: CheckpointManifest | None = Field(
+        default=None,
+        description="The reference's recipe retrained with another seed: the model-level floor.",
+    )
+    twin_cache: TwinCacheManifest | None = None
     dataset: DatasetManifest
     labels: list[str] = Field(description="The audit's label space (the reference's), id order.")
     label_mapping: dict[str, str] | None = None
@@ -79,6 +96,9 @@ class ModelParity(_Doc):
 
 
 class Parity(_Doc):
+    """Reference against candidate; `twin`, when audited, is reference against twin by the
+    same code (its `candidate` is the twin)."""
+
     reference: ModelParity
     candidate: ModelParity
     accuracy_delta: Interval = Field(description="candidate − reference, paired bootstrap CI")
@@ -103,6 +123,7 @@ class Parity(_Doc):
     disagreement_matrix: list[list[int]] = Field(
         description="K×K counts; row = reference prediction, column = candidate prediction."
     )
+    twin: Parity | None = Field(default=None, description="Reference against the twin.")
 
 
 # --- calibration ----------------------------------------------------------------------------
@@ -163,6 +184,9 @@ class Calibration(_Doc):
     smooth: SmoothCalibration | None = Field(
         default=None, description="Binning-free calibration error and reliability curves."
     )
+    twin: Calibration | None = Field(
+        default=None, description="Reference against the twin (`candidate` is the twin)."
+    )
 
 
 # --- alignment ------------------------------------------------------------------------------
@@ -217,14 +241,56 @@ class Faithfulness(_Doc):
     )
 
 
+class NoiseFloor(_Doc):
+    """The reference against its own re-run with another seed: metric(re-run, first run).
+
+    A deterministic explainer (the re-run equals the first run) has no floor to measure:
+    `deterministic` is true and the metrics are absent, never 1.0 as if measured.
+    """
+
+    deterministic: bool = False
+    jaccard_at_k: MetricSummary | None = None
+    feature_agreement: MetricSummary | None = None
+    rank_agreement: MetricSummary | None = None
+    sign_agreement: MetricSummary | None = None
+    signed_rank_agreement: MetricSummary | None = None
+    rank_correlation: MetricSummary | None = None
+    pairwise_rank_agreement: MetricSummary | None = None
+    cosine_similarity: MetricSummary | None = None
+
+
+Judged = Literal["rerun_vs_first_run", "shared_perturbations"]
+
+
+class TwinAlignment(AlignmentMetrics):
+    """Reference against the twin, built exactly as the candidate's figures are."""
+
+    judged: Judged = "shared_perturbations"
+    shared_perturbations: AlignmentMetrics | None = None
+
+
 class MethodAlignment(AlignmentMetrics):
-    """Between reference and candidate; `noise_floor` is reference vs its own re-run."""
+    """Between reference and candidate, like for like with `noise_floor`.
+
+    With a measured floor the metrics are metric(reference re-run, candidate): the re-run
+    (seed B) carries the same sampling noise as the floor metric(re-run, reference), while
+    candidate and reference share the first run's perturbations (seed A); `judged` says so.
+    `shared_perturbations` is metric(reference, candidate) on the shared perturbations, a
+    diagnostic. `twin` is the same construction for the twin.
+    """
 
     top_k: int
     n_instances: int
     settings: dict[str, object]
-    noise_floor: AlignmentMetrics | None = None
     faithfulness: Faithfulness | None = None
+    noise_floor: NoiseFloor | None = None
+    judged: Judged = "shared_perturbations"
+    shared_perturbations: AlignmentMetrics | None = None
+    twin: TwinAlignment | None = None
+    eligible_instances: int | None = Field(
+        default=None, description="Rows with more than top_k words, which could be explained."
+    )
+    requested_instances: int | None = None
 
 
 # --- gate -----------------------------------------------------------------------------------
@@ -241,11 +307,25 @@ class GateCheck(_Doc):
     judged_on: Literal["value", "interval"]
     passed: bool
     description: str = ""
+    judged_relative_to: JudgedRelativeTo = Field(
+        default="absolute",
+        description="twin: threshold = the twin's figure ± margin; noise_floor: the reference's "
+        "noise floor − margin; absolute: the configured threshold as given.",
+    )
+    twin_value: float | None = Field(default=None, description="The twin's figure, when judged.")
+    margin: float | None = Field(
+        default=None, description="Allowed beyond the twin or the floor (relative rules)."
+    )
 
 
 class Gate(_Doc):
     passed: bool
     checks: list[GateCheck]
+    twin_identical: bool | None = Field(
+        default=None,
+        description="None without a twin; true when the twin shows no difference from the "
+        "reference on any pillar, so the relative rules allow nothing beyond the margins.",
+    )
 
 
 # --- instances ------------------------------------------------------------------------------
@@ -257,6 +337,7 @@ class Attributions(_Doc):
     reference_rerun: list[float] | None = Field(
         default=None, description="The reference explained again with another seed."
     )
+    twin: list[float] | None = Field(default=None, description="The twin, first run's seed.")
 
 
 class Explanation(_Doc):
@@ -283,6 +364,8 @@ class Instance(_Doc):
     candidate_proba: list[float]
     reference_prediction: str
     candidate_prediction: str
+    twin_proba: list[float] | None = None
+    twin_prediction: str | None = None
     explanations: Explanation | None = None
 
 

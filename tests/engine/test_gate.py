@@ -19,9 +19,11 @@ from trustdiff.result import (
     ModelCalibration,
     ModelFaithfulness,
     ModelParity,
+    NoiseFloor,
     Parity,
     SliceResult,
     Slices,
+    TwinAlignment,
 )
 
 ACCURACY_DELTA = Interval(value=-0.005, ci_low=-0.02, ci_high=0.01)
@@ -38,6 +40,7 @@ def _parity(
     agreement: float = 0.97,
     agreement_interval: Interval | None = None,
     negative_flip_rate: Interval | None = NEGATIVE_FLIP_RATE,
+    twin: Parity | None = None,
 ) -> Parity:
     model = ModelParity(accuracy=0.9, macro_f1=0.9, per_class_recall={"a": 0.9, "b": 0.9})
     return Parity(
@@ -54,6 +57,7 @@ def _parity(
         kappa=0.9,
         probability_loyalty=0.95,
         disagreement_matrix=[[10, 1], [2, 10]],
+        twin=twin,
     )
 
 
@@ -61,6 +65,7 @@ def _calibration(
     *,
     ece: Interval = ECE_DELTA,
     brier: Interval = BRIER_DELTA,
+    twin: Calibration | None = None,
 ) -> Calibration:
     model = ModelCalibration(
         ece=0.05, mce=0.1, classwise_ece=0.05, brier=0.2, nll=0.4, bins=[], reliability=[]
@@ -72,6 +77,7 @@ def _calibration(
         reference=model,
         candidate=model,
         delta={"ece": ece, "mce": zero, "classwise_ece": zero, "brier": brier, "nll": zero},
+        twin=twin,
     )
 
 
@@ -94,15 +100,24 @@ def _metrics(jaccard: MetricSummary) -> dict[str, MetricSummary]:
 
 
 def _alignment(
-    mean: float | None, low: float | None, high: float | None, floor: float | None
+    mean: float | None,
+    low: float | None,
+    high: float | None,
+    floor: float | None,
+    *,
+    deterministic: bool = False,
+    twin: float | None = None,
 ) -> MethodAlignment:
-    noise_floor = None if floor is None else AlignmentMetrics(**_metrics(_summary(floor)))
+    noise_floor = None if floor is None else NoiseFloor(**_metrics(_summary(floor)))
+    if deterministic:
+        noise_floor = NoiseFloor(deterministic=True)
     return MethodAlignment(
         **_metrics(_summary(mean, low, high)),
         top_k=10,
         n_instances=20,
         settings={},
         noise_floor=noise_floor,
+        twin=None if twin is None else TwinAlignment(**_metrics(_summary(twin))),
     )
 
 
@@ -199,13 +214,72 @@ def test_alignment_is_judged_against_the_noise_floor_minus_the_margin() -> None:
     assert not gate.passed
 
 
-def test_alignment_without_a_noise_floor_uses_one_minus_the_margin() -> None:
-    alignment = {"lime": _alignment(0.86, 0.8, 0.9, floor=None)}
-    check = _check(
-        evaluate_gate(_parity(), _calibration(), alignment, GateSettings()), "lime_jaccard_margin"
-    )
-    assert check.threshold == pytest.approx(0.85)
-    assert check.passed
+def test_alignment_without_a_noise_floor_uses_the_explicit_absolute_minimum() -> None:
+    alignment = {
+        "lime": _alignment(0.55, 0.5, 0.6, floor=None),
+        "shap": _alignment(0.45, 0.4, 0.5, floor=None, deterministic=True),
+    }
+    gate = evaluate_gate(_parity(), _calibration(), alignment, GateSettings())
+    lime, shap = _check(gate, "lime_jaccard_margin"), _check(gate, "shap_jaccard_margin")
+    assert lime.threshold == shap.threshold == 0.5
+    assert lime.judged_relative_to == shap.judged_relative_to == "absolute"
+    assert lime.passed and not shap.passed
+    assert "absolute minimum 0.5" in shap.description
+    assert "deterministic" in shap.description and "noise floor" in shap.description
+    assert "1.000" not in shap.description
+    stricter = GateSettings(alignment_minimum=0.6)
+    assert not _check(
+        evaluate_gate(_parity(), _calibration(), alignment, stricter), "lime_jaccard_margin"
+    ).passed
+
+
+def _twin_parity(accuracy_delta: float, agreement: float) -> Parity:
+    delta = Interval(value=accuracy_delta)
+    return _parity(accuracy_delta=delta, macro_f1_delta=delta, agreement=agreement)
+
+
+def test_with_a_twin_every_check_is_judged_relative_to_it() -> None:
+    twin_parity = _twin_parity(-0.02, 0.96)
+    twin_calibration = _calibration(ece=Interval(value=-0.015), brier=Interval(value=0.0))
+    parity = _parity(accuracy_delta=Interval(value=-0.025), agreement=0.92, twin=twin_parity)
+    calibration = _calibration(ece=Interval(value=0.03), twin=twin_calibration)
+    alignment = {"lime": _alignment(0.60, 0.5, 0.7, floor=0.80, twin=0.70)}
+    gate = evaluate_gate(parity, calibration, alignment, GateSettings())
+    checks = {check.name: check for check in gate.checks}
+    assert {check.judged_relative_to for check in gate.checks} == {"twin"}
+    # Drops and increases: the twin's |figure| + the margin.
+    assert checks["accuracy_drop"].twin_value == pytest.approx(0.02)
+    assert checks["accuracy_drop"].threshold == pytest.approx(0.03)
+    assert checks["accuracy_drop"].passed  # 0.025 <= 0.03; absolutely it would fail 0.01
+    assert checks["ece_increase"].threshold == pytest.approx(0.035)
+    assert checks["ece_increase"].margin == 0.02
+    # Agreement: the twin's agreement − (1 − 0.95).
+    assert checks["agreement"].threshold == pytest.approx(0.91)
+    assert checks["agreement"].passed
+    # Alignment: the twin's mean jaccard − the margin.
+    assert checks["lime_jaccard_margin"].threshold == pytest.approx(0.55)
+    assert checks["lime_jaccard_margin"].twin_value == 0.70
+    assert checks["lime_jaccard_margin"].passed
+    assert "relative to the twin" in checks["accuracy_drop"].description
+    assert gate.twin_identical is False
+    absolute = evaluate_gate(parity, calibration, alignment, GateSettings(relative_to_twin=False))
+    assert {check.judged_relative_to for check in absolute.checks} == {"absolute", "noise_floor"}
+    assert not _check(absolute, "accuracy_drop").passed
+
+
+def test_an_identical_twin_collapses_the_relative_rules_to_the_margins() -> None:
+    zero = Interval(value=0.0)
+    twin_parity = _parity(accuracy_delta=zero, macro_f1_delta=zero, agreement=1.0)
+    twin_parity = twin_parity.model_copy(update={"probability_loyalty": 1.0})
+    twin_calibration = _calibration(ece=zero, brier=zero)
+    parity, calibration = _parity(twin=twin_parity), _calibration(twin=twin_calibration)
+    relative = evaluate_gate(parity, calibration, {}, GateSettings())
+    absolute = evaluate_gate(_parity(), _calibration(), {}, GateSettings())
+    assert relative.twin_identical is True and absolute.twin_identical is None
+    for twin_check, plain in zip(relative.checks, absolute.checks, strict=True):
+        assert twin_check.judged_relative_to == "twin"
+        assert twin_check.threshold == pytest.approx(plain.threshold)
+        assert twin_check.passed == plain.passed
 
 
 def test_alignment_without_explained_instances_fails() -> None:
@@ -215,8 +289,10 @@ def test_alignment_without_explained_instances_fails() -> None:
 
 
 def test_an_empty_gate_passes() -> None:
+    from trustdiff.gate import CHECKS
+
     off = CheckSetting(threshold=0.0, enabled=False)
-    settings = GateSettings(**{name: off for name in GateSettings.model_fields})
+    settings = GateSettings(**{spec.name: off for spec in CHECKS})
     gate = evaluate_gate(
         _parity(), _calibration(), {"lime": _alignment(0.1, 0, 0.2, 0.9)}, settings
     )
@@ -227,7 +303,12 @@ def test_an_empty_gate_passes() -> None:
 def test_every_check_of_the_table_has_a_setting_and_every_setting_a_check() -> None:
     from trustdiff.gate import CHECKS
 
-    assert [spec.name for spec in CHECKS] == list(GateSettings.model_fields)
+    check_settings = [
+        name
+        for name, field in GateSettings.model_fields.items()
+        if field.annotation is CheckSetting
+    ]
+    assert [spec.name for spec in CHECKS] == check_settings
 
 
 # --- beyond the averages ----------------------------------------------------------------------

@@ -64,10 +64,16 @@ class FakeEvaluator:
     def __init__(self, *models: BagOfWordsModel, mask_token: str | None = "[MASK]") -> None:
         self.runners = [FakeRunner(model, FakeTokenizer(mask_token)) for model in models]
         self.requests: list[list[TextInput]] = []
+        # Per request: the runner indices asked for (None: all).
+        self.selections: list[tuple[int, ...] | None] = []
 
-    def predict_proba(self, inputs: Sequence[TextInput]) -> list[NDArray[np.float64]]:
+    def predict_proba(
+        self, inputs: Sequence[TextInput], *, runners: Sequence[int] | None = None
+    ) -> list[NDArray[np.float64]]:
         self.requests.append(list(inputs))
-        return [runner.model.predict_proba(inputs) for runner in self.runners]
+        self.selections.append(None if runners is None else tuple(runners))
+        selected = range(len(self.runners)) if runners is None else runners
+        return [self.runners[index].model.predict_proba(inputs) for index in selected]
 
 
 @dataclass

@@ -15,7 +15,7 @@ from trustdiff.inference import TextInput
 def test_lockstep_batcher_merges_one_request_per_slot_in_slot_order() -> None:
     calls: list[list[TextInput]] = []
 
-    def predict(inputs: list[TextInput]) -> np.ndarray:
+    def predict(inputs: list[TextInput], models: tuple[int, ...] | None) -> np.ndarray:
         calls.append(list(inputs))
         return np.array([[float(len(str(value)))] for value in inputs])
 
@@ -41,8 +41,38 @@ def test_lockstep_batcher_merges_one_request_per_slot_in_slot_order() -> None:
     assert [r.ravel().tolist() for r in results[2]] == [[4.0, 1.0], [1.0], [2.0]]
 
 
+def test_lockstep_batcher_makes_one_call_per_model_selection_in_a_step() -> None:
+    calls: list[tuple[list[TextInput], tuple[int, ...] | None]] = []
+
+    def predict(inputs: list[TextInput], models: tuple[int, ...] | None) -> np.ndarray:
+        calls.append((list(inputs), models))
+        width = 2 if models is None else len(models)
+        return np.array([[float(len(str(value)))] * width for value in inputs])
+
+    batcher = LockstepBatcher(predict, slots=3)
+    plans: dict[int, tuple[list[TextInput], tuple[int, ...] | None]] = {
+        0: (["a"], (0,)),
+        1: (["bb"], None),
+        2: (["ccc"], (0,)),
+    }
+    shapes: dict[int, tuple[int, ...]] = {}
+
+    def work(slot: int) -> None:
+        inputs, models = plans[slot]
+        shapes[slot] = batcher.predict(slot, inputs, models).shape
+        batcher.retire(slot)
+
+    threads = [threading.Thread(target=work, args=(slot,)) for slot in plans]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert calls == [(["a", "ccc"], (0,)), (["bb"], None)]
+    assert shapes == {0: (1, 1), 1: (1, 2), 2: (1, 1)}
+
+
 def test_lockstep_batcher_reports_a_failure_to_every_waiting_slot() -> None:
-    def failing(inputs: list[TextInput]) -> np.ndarray:
+    def failing(inputs: list[TextInput], models: tuple[int, ...] | None) -> np.ndarray:
         raise AuditCancelledError("stop")
 
     batcher = LockstepBatcher(failing, slots=2)
@@ -65,7 +95,7 @@ def test_lockstep_batcher_reports_a_failure_to_every_waiting_slot() -> None:
 
 
 def test_run_in_lockstep_returns_every_result_and_reraises_the_first_failure() -> None:
-    def predict(inputs: list[TextInput]) -> np.ndarray:
+    def predict(inputs: list[TextInput], models: tuple[int, ...] | None) -> np.ndarray:
         return np.array([[float(len(str(value)))] for value in inputs])
 
     def task(slot_predict: object, index: int) -> float:

@@ -36,7 +36,7 @@ def test_unknown_methods_raise_naming_them() -> None:
     with pytest.raises(ValueError, match="'anchors'"):
         explain_instance(
             features,
-            lambda inputs: np.ones((len(inputs), 4)) / 4,
+            lambda inputs, models: np.ones((len(inputs), 4)) / 4,
             method="anchors",  # type: ignore[arg-type]
             settings=ExplainSettings(),
             n_classes=2,
@@ -80,7 +80,7 @@ def test_the_runner_calls_whatever_the_registry_holds(monkeypatch: pytest.Monkey
         data,
         reference_proba=reference,
         candidate_proba=candidate,
-        settings=ExplainSettings(instances=2, methods=("lime",), noise_floor=False),
+        settings=ExplainSettings(instances=2, methods=("lime",), noise_floor=False, top_k=2),
         labels=["negative", "positive"],
         seed=0,
         progress=None,

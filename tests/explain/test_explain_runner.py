@@ -48,6 +48,7 @@ def audit(
 ) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
     reference, candidate = evaluator.predict_proba(data.inputs)
     evaluator.requests.clear()
+    evaluator.selections.clear()
     return explain_and_align(
         evaluator,
         data,
@@ -62,24 +63,34 @@ def audit(
     )
 
 
-def test_a_model_audited_against_itself_aligns_perfectly() -> None:
+def test_a_model_audited_against_itself_is_judged_exactly_at_the_floor() -> None:
     model = BagOfWordsModel()
     alignment, explanations = audit(FakeEvaluator(model, model), dataset())
     assert set(alignment) == {"lime", "shap"}
-    for method_alignment in alignment.values():
-        assert method_alignment.n_instances == 4
-        for name in ALIGNMENT_METRICS:
-            summary = getattr(method_alignment, name)
-            assert summary.mean == pytest.approx(1.0) and summary.n == 4
-            assert summary.ci_low == pytest.approx(1.0)
-        assert method_alignment.noise_floor is not None
-        assert method_alignment.noise_floor.jaccard_at_k.n == 4
+    lime, shap = alignment["lime"], alignment["shap"]
+    # LIME samples: the judged figure metric(re-run, candidate) is the floor's distribution,
+    # exactly, while the shared-perturbation diagnostic is perfect agreement.
+    assert lime.judged == "rerun_vs_first_run"
+    assert lime.noise_floor is not None and not lime.noise_floor.deterministic
+    assert lime.shared_perturbations is not None
+    for name in ALIGNMENT_METRICS:
+        assert getattr(lime, name) == getattr(lime.noise_floor, name)
+        assert getattr(lime.shared_perturbations, name).mean == pytest.approx(1.0)
+    assert lime.jaccard_at_k.n == 4 and lime.n_instances == 4
+    # Partition SHAP is deterministic: no floor, and the judged figure is the shared one.
+    assert shap.noise_floor is not None and shap.noise_floor.deterministic
+    assert shap.noise_floor.jaccard_at_k is None
+    assert shap.judged == "shared_perturbations"
+    for name in ALIGNMENT_METRICS:
+        summary = getattr(shap, name)
+        assert summary.mean == pytest.approx(1.0) and summary.ci_low == pytest.approx(1.0)
     assert len(explanations) == 4
     for explanation in explanations.values():
         assert explanation.lime is not None and explanation.shap is not None
         assert explanation.lime.reference == explanation.lime.candidate
         assert explanation.lime.reference_rerun is not None
-        assert explanation.alignment["lime"]["jaccard_at_k"] == 1.0
+        assert explanation.shap.reference_rerun == explanation.shap.reference
+        assert explanation.alignment["shap"]["jaccard_at_k"] == 1.0
 
 
 def test_a_different_candidate_is_flagged_and_noise_floor_is_reported() -> None:
@@ -90,11 +101,13 @@ def test_a_different_candidate_is_flagged_and_noise_floor_is_reported() -> None:
     assert lime.noise_floor is not None
     # "good" flips sign in the candidate: the models disagree more than LIME disagrees with
     # itself under another seed.
-    for method_alignment in alignment.values():
-        floor = method_alignment.noise_floor
-        assert floor is not None
-        for name in ("sign_agreement", "cosine_similarity"):
-            assert getattr(method_alignment, name).mean < getattr(floor, name).mean
+    floor = lime.noise_floor
+    for name in ("sign_agreement", "cosine_similarity"):
+        summary, floor_summary = getattr(lime, name), getattr(floor, name)
+        assert floor_summary is not None and summary.mean < floor_summary.mean
+    assert alignment["shap"].noise_floor is not None
+    assert alignment["shap"].noise_floor.deterministic
+    assert alignment["shap"].cosine_similarity.mean < 1.0
     assert lime.settings["samples"] == 200
     assert alignment["shap"].settings["algorithm"] == "partition"
     # Empty rows are never sampled; every explanation is over the row's own words.
@@ -105,15 +118,24 @@ def test_a_different_candidate_is_flagged_and_noise_floor_is_reported() -> None:
         assert len(explanation.lime.reference) == len(explanation.words)
 
 
-def test_both_models_see_identical_perturbed_texts() -> None:
+def test_both_models_share_perturbations_and_the_rerun_forwards_the_reference_only() -> None:
     reference, candidate = BagOfWordsModel(), BagOfWordsModel(weights=SHIFTED_WEIGHTS)
     evaluator = FakeEvaluator(reference, candidate)
     data = dataset()
     reference.seen.clear()
     candidate.seen.clear()
     audit(evaluator, data)
-    assert reference.seen == candidate.seen
-    assert len(reference.seen) > 100
+    shared = [
+        value
+        for request, models in zip(evaluator.requests, evaluator.selections, strict=True)
+        if models == (0, 1)
+        for value in request
+    ]
+    # The first request is the whole dataset, predicted before explaining.
+    assert candidate.seen[len(data.inputs) :] == shared and len(shared) > 100
+    assert (0,) in evaluator.selections
+    assert len(reference.seen) > len(candidate.seen)
+    assert set(evaluator.selections) == {(0, 1), (0,)}
 
 
 def test_seeded_and_deterministic_across_worker_counts() -> None:
@@ -233,9 +255,26 @@ def test_mask_token_needs_a_tokenizer_mask() -> None:
 
 
 def test_instance_sample_is_seeded() -> None:
-    inputs = [f"word{i} other" for i in range(50)] + [""]
-    first = select_instances(inputs, count=10, seed=3)
-    assert first == select_instances(inputs, count=10, seed=3)
-    assert first != select_instances(inputs, count=10, seed=4)
-    assert first == sorted(first) and len(set(first)) == 10
-    assert select_instances(inputs, count=99, seed=0) == list(range(50))
+    inputs = [f"word{i} other" for i in range(50)] + ["", "two words"]
+    first = select_instances(inputs, count=10, seed=3, top_k=1)
+    assert first == select_instances(inputs, count=10, seed=3, top_k=1)
+    assert first.indices != select_instances(inputs, count=10, seed=4, top_k=1).indices
+    assert first.indices == sorted(first.indices) and len(set(first.indices)) == 10
+    assert (first.eligible, first.requested) == (51, 10)
+    everything = select_instances(inputs, count=99, seed=0, top_k=1)
+    assert everything.indices == [*range(50), 51] and everything.eligible == 51
+
+
+def test_rows_with_no_more_than_k_words_are_never_explained() -> None:
+    # k = 3: "excellent" (1 word) and "" are not eligible; 5 rows are.
+    alignment, explanations = audit(
+        FakeEvaluator(BagOfWordsModel(), BagOfWordsModel()),
+        dataset(),
+        SETTINGS.model_copy(update={"instances": 20, "methods": ("lime",)}),
+    )
+    assert sorted(explanations) == [0, 1, 3, 4, 6]
+    assert alignment["lime"].eligible_instances == 5
+    assert alignment["lime"].requested_instances == 20
+    assert alignment["lime"].n_instances == 5
+    short = select_instances(["a b c", "a b c d"], count=2, seed=0, top_k=3)
+    assert short.indices == [1] and short.eligible == 1

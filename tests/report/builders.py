@@ -30,6 +30,7 @@ from trustdiff.result import (
     ModelCalibration,
     ModelFaithfulness,
     ModelParity,
+    NoiseFloor,
     Parity,
     ReliabilityBin,
 )
@@ -206,7 +207,7 @@ def build_audit_result(
     alignment = {}
     if with_alignment:
         for method, centre in (("lime", 0.42), ("shap", 0.55)):
-            floor = AlignmentMetrics(**_metrics(rng, 0.78, 7))
+            floor = NoiseFloor(**_metrics(rng, 0.78, 7))
             alignment[method] = MethodAlignment(
                 **_metrics(rng, centre, 7),
                 top_k=10,

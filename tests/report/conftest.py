@@ -23,7 +23,7 @@ def tiny_audit_result(tiny_assets: TinyAssets) -> AuditResult:
         reference=CheckpointSpec(path="reference"),
         candidate=CheckpointSpec(path="perturbed"),
         dataset=DatasetSpec(path=tiny_assets.dataset.name),
-        explain=ExplainSettings(instances=2, lime_samples=50, shap_max_evals=50),
+        explain=ExplainSettings(instances=2, lime_samples=50, shap_max_evals=50, top_k=3),
         calibration=CalibrationSettings(n_bootstrap=50),
         device="cpu",
     )

@@ -26,7 +26,7 @@ def test_real_audit_renders_every_section(tiny_audit_result: AuditResult) -> Non
     assert set(result.alignment) == {"lime", "shap"}
     for method in ("LIME", "SHAP"):
         assert f"<h3>{method}</h3>" in page
-        assert f'aria-label="{method} Jaccard@10 distribution against the noise floor"' in page
+        assert f'aria-label="{method} Jaccard@3 distribution against the noise floor"' in page
     explained = [i for i in result.instances if i.explanations is not None]
     assert len(re.findall(r"<h3>Row \d+</h3>", page)) == min(len(explained), 5) > 0
     assert f'title="{result.manifest.reference.fingerprint}"' in page

@@ -18,7 +18,9 @@ from trustdiff.result import AuditResult, dump_result
 
 ROOT = Path(__file__).resolve().parents[2]
 # Closed vocabularies (Literal fields) that a document cannot fill with arbitrary text.
-LITERAL_KEYS = {"schema_version", "binning", "pillar", "comparison", "judged_on"}
+LITERAL_KEYS = {
+    "schema_version", "binning", "pillar", "comparison", "judged_on", "judged", "judged_relative_to",
+}  # fmt: skip
 FREE_KEYS = {"config", "versions", "timings", "settings", "label_mapping", "per_class_recall"}
 PAGE_TAGS = {
     "html", "head", "meta", "title", "style", "body", "header", "div", "p", "h1", "h2", "h3",

@@ -13,39 +13,46 @@ from numpy.typing import NDArray
 from trustdiff.errors import AuditCancelledError
 
 if TYPE_CHECKING:
-    from trustdiff.explain.words import PredictFunction
     from trustdiff.inference import TextInput
 
 Result = TypeVar("Result")
+# Which models a request needs, as evaluator runner indices; None is every model.
+Models = tuple[int, ...] | None
+# inputs, models -> (n, len(models) × K): the selected models' probabilities side by side.
+ModelsPredict = Callable[[list["TextInput"], Models], NDArray[np.float64]]
 
 
 class LockstepBatcher:
     """Merges the requests of several explaining threads into one evaluator call per step.
 
     Each of `slots` threads explains its own instances and sends its requests through
-    `predict(slot, inputs)`, which blocks until every still-active slot has sent one; the
-    last to arrive then makes a single call with all requests concatenated in slot order and
-    hands each its rows. Bigger calls let the evaluator sort and batch across instances, and
-    because every step merges exactly one request per active slot, in slot order, the
-    sequence of calls — and so every result, even of a model whose outputs depend on batch
-    composition — is the same on every run. A slot with no more work calls `retire(slot)`.
+    `predict(slot, inputs, models)`, which blocks until every still-active slot has sent
+    one; the last to arrive then makes one call per distinct `models` (in the order of the
+    lowest slot asking for it) with those requests concatenated in slot order, and hands
+    each its rows. Requests for fewer models (the reference's re-run) forward only those.
+    Bigger calls let the evaluator sort and batch across instances, and because every step
+    merges exactly one request per active slot, in slot order, the sequence of calls — and
+    so every result, even of a model whose outputs depend on batch composition — is the
+    same on every run. A slot with no more work calls `retire(slot)`.
     """
 
-    def __init__(self, predict: PredictFunction, *, slots: int) -> None:
+    def __init__(self, predict: ModelsPredict, *, slots: int) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
         self._predict = predict
         self._active = slots
         self._condition = threading.Condition()
-        self._requests: dict[int, list[TextInput]] = {}
+        self._requests: dict[int, tuple[list[TextInput], Models]] = {}
         self._results: dict[int, NDArray[np.float64] | BaseException] = {}
         self._step = 0
 
-    def predict(self, slot: int, inputs: list[TextInput]) -> NDArray[np.float64]:
+    def predict(
+        self, slot: int, inputs: list[TextInput], models: Models = None
+    ) -> NDArray[np.float64]:
         with self._condition:
             if slot in self._requests:
                 raise RuntimeError(f"slot {slot} sent a second request in one step")
-            self._requests[slot] = list(inputs)
+            self._requests[slot] = (list(inputs), models)
             if len(self._requests) == self._active:
                 self._flush()
             else:
@@ -66,14 +73,18 @@ class LockstepBatcher:
     def _flush(self) -> None:
         # Runs with the condition held: every active slot is waiting for this call anyway.
         slots = sorted(self._requests)
-        merged = [value for slot in slots for value in self._requests[slot]]
+        groups: dict[Models, list[int]] = {}
+        for slot in slots:
+            groups.setdefault(self._requests[slot][1], []).append(slot)
         try:
-            outputs = self._predict(merged)
-            start = 0
-            for slot in slots:
-                stop = start + len(self._requests[slot])
-                self._results[slot] = outputs[start:stop]
-                start = stop
+            for models, group in groups.items():
+                merged = [value for slot in group for value in self._requests[slot][0]]
+                outputs = self._predict(merged, models)
+                start = 0
+                for slot in group:
+                    stop = start + len(self._requests[slot][0])
+                    self._results[slot] = outputs[start:stop]
+                    start = stop
         except BaseException as error:  # every waiting slot must learn of it, not just one
             for slot in slots:
                 self._results[slot] = error
@@ -86,9 +97,9 @@ _SLOT_DONE = object()
 
 
 def run_in_lockstep(
-    task: Callable[[PredictFunction, int], Result],
+    task: Callable[[ModelsPredict, int], Result],
     indices: Sequence[int],
-    predict: PredictFunction,
+    predict: ModelsPredict,
     *,
     workers: int,
     progress: Callable[[str, int, int], None] | None,
@@ -122,7 +133,7 @@ class _LockstepRun(Generic[Result]):
 
     def __init__(
         self,
-        task: Callable[[PredictFunction, int], Result],
+        task: Callable[[ModelsPredict, int], Result],
         indices: Sequence[int],
         batcher: LockstepBatcher,
         *,
@@ -136,8 +147,8 @@ class _LockstepRun(Generic[Result]):
         self.stop = threading.Event()
 
     def work(self, slot: int) -> None:
-        def slot_predict(inputs: list[TextInput]) -> NDArray[np.float64]:
-            return self.batcher.predict(slot, inputs)
+        def slot_predict(inputs: list[TextInput], models: Models = None) -> NDArray[np.float64]:
+            return self.batcher.predict(slot, inputs, models)
 
         try:
             for index in self.indices[slot :: self.slots]:

@@ -38,12 +38,17 @@ class Explainer:
     `seed_id` enters every explanation seed of the method (`runner.instance_seed`), so two
     methods never share a random stream; it must never change, or seeded results would.
     `describe(settings)` gives the method's own settings for the result document.
+    `perturbations_follow_outputs(settings)` is true when which perturbations are evaluated
+    depends on the explained outputs (Partition SHAP expands the coalitions where any
+    explained column changes most): then a model explained beside another is not explained
+    as it would be alone, so the twin gets its own run beside the reference.
     """
 
     name: str
     seed_id: int
     explain: Explain
     describe: Callable[[ExplainSettings], dict[str, object]]
+    perturbations_follow_outputs: Callable[[ExplainSettings], bool] = lambda settings: False
 
 
 def _explain_with_lime(
@@ -104,6 +109,7 @@ EXPLAINERS: dict[str, Explainer] = {
                 "algorithm": settings.shap_algorithm,
                 "max_evals": settings.shap_max_evals,
             },
+            perturbations_follow_outputs=lambda settings: settings.shap_algorithm == "partition",
         ),
     )
 }

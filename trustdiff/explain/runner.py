@@ -11,11 +11,18 @@ from numpy.typing import ArrayLike, NDArray
 
 from trustdiff.config import ExplainMethod, ExplainSettings
 from trustdiff.errors import ConfigError
-from trustdiff.explain.lockstep import run_in_lockstep
+from trustdiff.explain.lockstep import Models, ModelsPredict, run_in_lockstep
 from trustdiff.explain.registry import get_explainer
 from trustdiff.explain.words import WordFeatures
 from trustdiff.metrics.alignment import ALIGNMENT_METRICS, alignment_metrics, summarize_metric
-from trustdiff.result import AlignmentMetrics, Attributions, Explanation, MethodAlignment
+from trustdiff.result import (
+    AlignmentMetrics,
+    Attributions,
+    Explanation,
+    MethodAlignment,
+    NoiseFloor,
+    TwinAlignment,
+)
 
 if TYPE_CHECKING:
     from trustdiff.explain.words import PredictFunction
@@ -34,12 +41,17 @@ DEFAULT_WORKERS = 4
 
 
 class Evaluator(Protocol):
-    """What the explainers need of `trustdiff.inference.BatchingEvaluator`."""
+    """What the explainers need of `trustdiff.inference.BatchingEvaluator`.
+
+    Runner 0 is the reference, 1 the candidate and 2, when present, the twin.
+    """
 
     @property
     def runners(self) -> Sequence[Any]: ...
 
-    def predict_proba(self, inputs: Sequence[TextInput]) -> list[NDArray[np.float64]]: ...
+    def predict_proba(
+        self, inputs: Sequence[TextInput], *, runners: Sequence[int] | None = None
+    ) -> list[NDArray[np.float64]]: ...
 
 
 class ExplainedDataset(Protocol):
@@ -52,13 +64,29 @@ class ExplainedDataset(Protocol):
     def labels(self) -> list[int]: ...
 
 
+REFERENCE, CANDIDATE, TWIN = 0, 1, 2
+# Re-run equal to the first run within this relative tolerance: a deterministic explainer
+# (summation order may differ when the coalitions are reached in another order).
+DETERMINISTIC_RTOL = 1e-9
+DETERMINISTIC_ATOL = 1e-12
+
+
 @dataclass(frozen=True)
 class InstanceAttributions:
-    """One method's attributions for one instance, each of shape (d,)."""
+    """One method's attributions for one instance, each of shape (d,).
+
+    `reference` and `candidate` come from the first run (seed A, shared perturbations);
+    `reference_rerun` from the reference explained alone with seed B; `twin` from seed A,
+    in the candidate's run, or — when the method's perturbations follow the explained
+    outputs — in a run of its own beside the reference, whose attributions are
+    `twin_reference`.
+    """
 
     reference: NDArray[np.float64]
     candidate: NDArray[np.float64]
     reference_rerun: NDArray[np.float64] | None
+    twin: NDArray[np.float64] | None = None
+    twin_reference: NDArray[np.float64] | None = None
 
 
 def instance_seed(seed: int, index: int, method: ExplainMethod, run: int) -> int:
@@ -67,19 +95,27 @@ def instance_seed(seed: int, index: int, method: ExplainMethod, run: int) -> int
     return int(sequence.generate_state(1, dtype=np.uint32)[0])
 
 
+def models_predict(evaluator: Evaluator) -> ModelsPredict:
+    """Inputs, models -> (n, len(models) × K): the selected runners' columns side by side."""
+
+    def predict(inputs: list[TextInput], models: Models) -> NDArray[np.float64]:
+        return np.hstack(evaluator.predict_proba(inputs, runners=models))
+
+    return predict
+
+
 def joint_predict(evaluator: Evaluator) -> PredictFunction:
     """Inputs -> (n, 2K): the reference's K columns, then the candidate's, same inputs."""
 
     def predict(inputs: list[TextInput]) -> NDArray[np.float64]:
-        reference, candidate = evaluator.predict_proba(inputs)[:2]
-        return np.hstack([reference, candidate])
+        return np.hstack(evaluator.predict_proba(inputs, runners=(REFERENCE, CANDIDATE)))
 
     return predict
 
 
 def explain_instance(
     features: WordFeatures,
-    predict: PredictFunction,
+    predict: ModelsPredict,
     *,
     method: ExplainMethod,
     settings: ExplainSettings,
@@ -89,39 +125,80 @@ def explain_instance(
     seed: int,
     rerun_seed: int | None,
     mask_token: str | None,
+    twin_target: int | None = None,
 ) -> InstanceAttributions:
-    """Explain one instance for both models with one method; optionally re-run the reference.
+    """Explain one instance with one method: both models, optionally the twin and a re-run.
 
-    `predict` returns (n, 2K) probabilities: reference columns 0..K−1, candidate K..2K−1.
-    The re-run repeats the same joint explanation with `rerun_seed`; repeated perturbations
-    are answered by the evaluator's cache, so only new ones cost a forward pass.
+    `predict(inputs, models)` returns the selected models' (n, K) probabilities side by side
+    (model 0 the reference, 1 the candidate, 2 the twin). The first run explains reference
+    and candidate (and the twin, when `twin_target` is given) on the same perturbations with
+    `seed`; the re-run explains the reference alone with `rerun_seed`, so only the reference
+    is forwarded for it, and repeated perturbations are answered by the evaluator's cache.
     """
-    columns = (reference_target, n_classes + candidate_target)
     explainer = get_explainer(method)
 
-    def run(run_seed: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def run(models: tuple[int, ...], targets: tuple[int, ...], run_seed: int) -> list[NDArray]:
+        columns = tuple(position * n_classes + t for position, t in enumerate(targets))
+
+        def selected(inputs: list[TextInput]) -> NDArray[np.float64]:
+            return predict(inputs, models)
+
         attributions = explainer.explain(
             features,
-            predict,
+            selected,
             columns=columns,
             settings=settings,
             seed=run_seed,
             mask_token=mask_token,
         )
-        return attributions.scores_of(columns[0]), attributions.scores_of(columns[1])
+        return [attributions.scores_of(column) for column in columns]
 
-    reference, candidate = run(seed)
-    rerun = None if rerun_seed is None else run(rerun_seed)[0]
-    return InstanceAttributions(reference=reference, candidate=candidate, reference_rerun=rerun)
+    twin = twin_reference = None
+    if twin_target is not None and not explainer.perturbations_follow_outputs(settings):
+        reference, candidate, twin = run(
+            (REFERENCE, CANDIDATE, TWIN), (reference_target, candidate_target, twin_target), seed
+        )
+    else:
+        reference, candidate = run(
+            (REFERENCE, CANDIDATE), (reference_target, candidate_target), seed
+        )
+        if twin_target is not None:
+            twin_reference, twin = run((REFERENCE, TWIN), (reference_target, twin_target), seed)
+    rerun = None if rerun_seed is None else run((REFERENCE,), (reference_target,), rerun_seed)[0]
+    return InstanceAttributions(
+        reference=reference,
+        candidate=candidate,
+        reference_rerun=rerun,
+        twin=twin,
+        twin_reference=twin_reference,
+    )
 
 
-def select_instances(inputs: Sequence[TextInput], *, count: int, seed: int) -> list[int]:
-    """A seeded sample of `count` row indices (sorted) among the rows that have any word."""
-    eligible = [index for index, value in enumerate(inputs) if len(WordFeatures.from_input(value))]
+@dataclass(frozen=True)
+class InstanceSelection:
+    """The explained rows (sorted), how many rows were eligible, and how many were asked."""
+
+    indices: list[int]
+    eligible: int
+    requested: int
+
+
+def select_instances(
+    inputs: Sequence[TextInput], *, count: int, seed: int, top_k: int
+) -> InstanceSelection:
+    """A seeded sample of `count` row indices among the rows with more than `top_k` words.
+
+    A row with no more than `top_k` words would score top-k overlap 1.0 for any two models,
+    so it is never explained. With fewer eligible rows than `count`, all of them are.
+    """
+    eligible = [
+        index for index, value in enumerate(inputs) if len(WordFeatures.from_input(value)) > top_k
+    ]
     if count >= len(eligible):
-        return eligible
+        return InstanceSelection(indices=eligible, eligible=len(eligible), requested=count)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E1EC7]))
-    return sorted(int(index) for index in rng.choice(eligible, size=count, replace=False))
+    chosen = sorted(int(index) for index in rng.choice(eligible, size=count, replace=False))
+    return InstanceSelection(indices=chosen, eligible=len(eligible), requested=count)
 
 
 def explained_targets(
@@ -167,27 +244,47 @@ def explain_and_align(
     progress: Callable[[str, int, int], None] | None,
     should_cancel: Callable[[], bool] | None,
     workers: int = DEFAULT_WORKERS,
+    twin_proba: ArrayLike | None = None,
 ) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
     """Explain a seeded sample of instances with every method; align reference and candidate.
 
     `reference_proba` and `candidate_proba` are (n, K) over all dataset rows, in the order of
     `labels` (the audit's label space; the evaluator returns the candidate in that order too).
-    Each sampled instance is explained once per method for both models (one prediction
-    function returning both models' probabilities), and, when `settings.noise_floor`, the
-    reference again with another seed. Returns the per-method summaries (between models, with
-    the noise floor beside them) and, keyed by dataset row, each instance's explanation.
+    Only rows with more than `settings.top_k` words are eligible (`select_instances`). Each
+    sampled instance is explained once per method for both models on the same perturbations
+    (seed A) and, when `settings.noise_floor`, the reference alone again with seed B. The
+    judged between-model figure is then metric(reference B, candidate A), like for like with
+    the floor metric(reference B, reference A); metric(reference A, candidate A) is kept as
+    the `shared_perturbations` diagnostic. A method whose re-run equals its first run on every
+    instance is deterministic: it has no floor (`noise_floor.deterministic`).
+
+    With `twin_proba` (n, K), the evaluator's runner 2 is the twin, explained with seed A in
+    the candidate's evaluator calls, and each method gets a `twin` section built the same way.
+
+    Returns the per-method summaries and, keyed by dataset row, each instance's explanation.
     `progress("explain", done, total)` reports instances; `should_cancel` is checked between
     instances and raises `AuditCancelledError`. Up to `workers` instances run at once.
     """
     reference, candidate = _checked_probabilities(
         reference_proba, candidate_proba, rows=len(dataset.inputs), n_classes=len(labels)
     )
+    twin = (
+        None
+        if twin_proba is None
+        else _checked_probabilities(
+            reference_proba, twin_proba, rows=len(dataset.inputs), n_classes=len(labels)
+        )[1]
+    )
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     methods: list[ExplainMethod] = list(dict.fromkeys(settings.methods))
-    indices = (
-        select_instances(dataset.inputs, count=settings.instances, seed=seed) if methods else []
+    selection = select_instances(
+        dataset.inputs,
+        count=settings.instances if methods else 0,
+        seed=seed,
+        top_k=settings.top_k,
     )
+    indices = selection.indices
     if progress is not None:
         progress("explain", 0, len(indices))
     if not indices:
@@ -199,17 +296,17 @@ def explain_and_align(
         n_classes=len(labels),
         seed=seed,
         mask_token=reference_mask_token(evaluator) if settings.masking == "mask_token" else None,
-        targets=_targets_by_row(indices, reference, candidate, dataset.labels, settings),
+        targets=_targets_by_row(indices, reference, candidate, twin, dataset.labels, settings),
     )
     results = run_in_lockstep(
         explain_row,
         indices,
-        joint_predict(evaluator),
+        models_predict(evaluator),
         workers=workers,
         progress=progress,
         should_cancel=should_cancel,
     )
-    return _aligned(explain_row, results, labels=labels)
+    return _aligned(explain_row, results, labels=labels, selection=selection)
 
 
 def _checked_probabilities(
@@ -230,19 +327,32 @@ def _targets_by_row(
     indices: Sequence[int],
     reference_proba: NDArray[np.float64],
     candidate_proba: NDArray[np.float64],
+    twin_proba: NDArray[np.float64] | None,
     gold: Sequence[int],
     settings: ExplainSettings,
-) -> dict[int, tuple[int, int]]:
-    return {
-        index: explained_targets(
+) -> dict[int, tuple[int, int, int | None]]:
+    def targets(index: int) -> tuple[int, int, int | None]:
+        reference, candidate = explained_targets(
             settings,
             reference_proba=reference_proba,
             candidate_proba=candidate_proba,
             gold=gold,
             index=index,
         )
-        for index in indices
-    }
+        twin = (
+            None
+            if twin_proba is None
+            else explained_targets(
+                settings,
+                reference_proba=reference_proba,
+                candidate_proba=twin_proba,
+                gold=gold,
+                index=index,
+            )[1]
+        )
+        return reference, candidate, twin
+
+    return {index: targets(index) for index in indices}
 
 
 @dataclass(frozen=True)
@@ -255,12 +365,13 @@ class _RowExplainer:
     n_classes: int
     seed: int
     mask_token: str | None
-    # Dataset row -> the (reference, candidate) class explained there.
-    targets: dict[int, tuple[int, int]]
+    # Dataset row -> the (reference, candidate, twin or None) class explained there.
+    targets: dict[int, tuple[int, int, int | None]]
 
-    def __call__(self, predict: PredictFunction, index: int) -> dict[str, InstanceAttributions]:
+    def __call__(self, predict: ModelsPredict, index: int) -> dict[str, InstanceAttributions]:
         features = WordFeatures.from_input(self.inputs[index])
         noise_floor = self.settings.noise_floor
+        reference_target, candidate_target, twin_target = self.targets[index]
         return {
             method: explain_instance(
                 features,
@@ -268,8 +379,9 @@ class _RowExplainer:
                 method=method,
                 settings=self.settings,
                 n_classes=self.n_classes,
-                reference_target=self.targets[index][0],
-                candidate_target=self.targets[index][1],
+                reference_target=reference_target,
+                candidate_target=candidate_target,
+                twin_target=twin_target,
                 seed=instance_seed(self.seed, index, method, 0),
                 rerun_seed=instance_seed(self.seed, index, method, 1) if noise_floor else None,
                 mask_token=self.mask_token,
@@ -278,58 +390,103 @@ class _RowExplainer:
         }
 
 
+def _is_deterministic(attributions: Sequence[InstanceAttributions]) -> bool:
+    """True when every instance was re-run and every re-run equals its first run."""
+    return all(
+        pair.reference_rerun is not None
+        and np.allclose(
+            pair.reference_rerun,
+            pair.reference,
+            rtol=DETERMINISTIC_RTOL,
+            atol=DETERMINISTIC_ATOL,
+        )
+        for pair in attributions
+    )
+
+
+@dataclass(frozen=True)
+class _MethodRows:
+    """One method's per-instance metrics: judged, shared-perturbation and floor rows, for the
+    candidate and the twin."""
+
+    deterministic: bool
+    judged: list[dict[str, float]]
+    shared: list[dict[str, float]]
+    floor: list[dict[str, float]]
+    twin_judged: list[dict[str, float]]
+    twin_shared: list[dict[str, float]]
+
+
+def _method_rows(pairs: Sequence[InstanceAttributions], *, top_k: int) -> _MethodRows:
+    deterministic = _is_deterministic(pairs)
+    rows = _MethodRows(deterministic, [], [], [], [], [])
+    for pair in pairs:
+        rerun = None if deterministic else pair.reference_rerun
+        shared = alignment_metrics(pair.reference, pair.candidate, top_k=top_k)
+        rows.shared.append(shared)
+        if rerun is None:
+            rows.judged.append(shared)
+        else:
+            # The re-run first in every pair, so an identical candidate reproduces the floor.
+            rows.judged.append(alignment_metrics(rerun, pair.candidate, top_k=top_k))
+            rows.floor.append(alignment_metrics(rerun, pair.reference, top_k=top_k))
+        if pair.twin is not None:
+            twin_reference = pair.reference if pair.twin_reference is None else pair.twin_reference
+            twin_shared = alignment_metrics(twin_reference, pair.twin, top_k=top_k)
+            rows.twin_shared.append(twin_shared)
+            rows.twin_judged.append(
+                twin_shared if rerun is None else alignment_metrics(rerun, pair.twin, top_k=top_k)
+            )
+    return rows
+
+
 def _aligned(
     explain_row: _RowExplainer,
     results: dict[int, dict[str, InstanceAttributions]],
     *,
     labels: list[str],
+    selection: InstanceSelection,
 ) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
     """Per-method summaries over the explained rows, and each row's explanation."""
     indices = sorted(results)
-    instances = [_align_instance(explain_row, i, results[i], labels=labels) for i in indices]
+    settings, seed = explain_row.settings, explain_row.seed
+    rows: dict[str, _MethodRows] = {
+        method: _method_rows([results[i][method] for i in indices], top_k=settings.top_k)
+        for method in explain_row.methods
+    }
     alignment: dict[str, MethodAlignment] = {
         method: _method_alignment(
-            method, instances, settings=explain_row.settings, seed=explain_row.seed
+            method, rows[method], settings=settings, seed=seed, selection=selection
         )
         for method in explain_row.methods
     }
-    explanations = {i: instance.explanation for i, instance in zip(indices, instances, strict=True)}
+    explanations = {
+        index: _explanation(explain_row, index, results[index], rows, position, labels=labels)
+        for position, index in enumerate(indices)
+    }
     return alignment, explanations
 
 
-@dataclass(frozen=True)
-class _AlignedInstance:
-    """One explained row: its document entry and, per method, the alignment metrics between
-    the models and (with a re-run) of the reference against itself."""
-
-    explanation: Explanation
-    between: dict[str, dict[str, float]]
-    floor: dict[str, dict[str, float]]
-
-
-def _align_instance(
+def _explanation(
     explain_row: _RowExplainer,
     index: int,
     attributions: dict[str, InstanceAttributions],
+    rows: dict[str, _MethodRows],
+    position: int,
     *,
     labels: list[str],
-) -> _AlignedInstance:
-    top_k = explain_row.settings.top_k
-    between: dict[str, dict[str, float]] = {}
-    floor: dict[str, dict[str, float]] = {}
-    documents: dict[str, Attributions] = {}
-    for method, pair in attributions.items():
-        between[method] = alignment_metrics(pair.reference, pair.candidate, top_k=top_k)
-        rerun = pair.reference_rerun
-        if rerun is not None:
-            floor[method] = alignment_metrics(pair.reference, rerun, top_k=top_k)
-        documents[method] = Attributions(
+) -> Explanation:
+    documents = {
+        method: Attributions(
             reference=pair.reference.tolist(),
             candidate=pair.candidate.tolist(),
-            reference_rerun=None if rerun is None else rerun.tolist(),
+            reference_rerun=None if pair.reference_rerun is None else pair.reference_rerun.tolist(),
+            twin=None if pair.twin is None else pair.twin.tolist(),
         )
+        for method, pair in attributions.items()
+    }
     features = WordFeatures.from_input(explain_row.inputs[index])
-    explanation = Explanation(
+    return Explanation(
         words=list(features.words),
         segments=list(features.segments),
         # With target="own_prediction" the candidate's class may differ; this names the
@@ -337,26 +494,50 @@ def _align_instance(
         target=labels[explain_row.targets[index][0]],
         lime=documents.get("lime"),
         shap=documents.get("shap"),
-        alignment={method: dict(metrics) for method, metrics in between.items()},
+        alignment={method: dict(rows[method].judged[position]) for method in attributions},
     )
-    return _AlignedInstance(explanation=explanation, between=between, floor=floor)
 
 
 def _method_alignment(
     method: ExplainMethod,
-    instances: Sequence[_AlignedInstance],
+    rows: _MethodRows,
     *,
     settings: ExplainSettings,
     seed: int,
+    selection: InstanceSelection,
 ) -> MethodAlignment:
     """One method's summaries over the explained instances, the noise floor beside them."""
-    floor = [instance.floor[method] for instance in instances if method in instance.floor]
+    measured_floor = bool(rows.floor)
+    noise_floor = None
+    if rows.deterministic:
+        noise_floor = NoiseFloor(deterministic=True)
+    elif measured_floor:
+        noise_floor = NoiseFloor(**_summaries(rows.floor, seed=seed))
+    judged = "rerun_vs_first_run" if measured_floor else "shared_perturbations"
+    twin = None
+    if rows.twin_judged:
+        twin = TwinAlignment(
+            **_summaries(rows.twin_judged, seed=seed),
+            judged=judged,
+            shared_perturbations=(
+                AlignmentMetrics(**_summaries(rows.twin_shared, seed=seed))
+                if measured_floor
+                else None
+            ),
+        )
     return MethodAlignment(
-        **_summaries([instance.between[method] for instance in instances], seed=seed),
+        **_summaries(rows.judged, seed=seed),
         top_k=settings.top_k,
-        n_instances=len(instances),
+        n_instances=len(rows.judged),
         settings=_method_settings(method, settings),
-        noise_floor=AlignmentMetrics(**_summaries(floor, seed=seed)) if floor else None,
+        noise_floor=noise_floor,
+        judged=judged,
+        shared_perturbations=(
+            AlignmentMetrics(**_summaries(rows.shared, seed=seed)) if measured_floor else None
+        ),
+        twin=twin,
+        eligible_instances=selection.eligible,
+        requested_instances=selection.requested,
     )
 
 
@@ -381,6 +562,8 @@ def _method_settings(method: ExplainMethod, settings: ExplainSettings) -> dict[s
         "target": settings.target,
         "top_k": settings.top_k,
         "features": "words",
-        "noise_floor": "reference re-explained with another seed" if settings.noise_floor else None,
+        "noise_floor": (
+            "reference re-explained alone with another seed" if settings.noise_floor else None
+        ),
     }
     return {**common, **get_explainer(method).describe(settings)}

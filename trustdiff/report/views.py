@@ -16,15 +16,16 @@ from markupsafe import Markup
 from trustdiff.formatting import PAGE
 from trustdiff.report import plots
 from trustdiff.result import (
-    AlignmentMetrics,
     Attributions,
     AuditResult,
+    Calibration,
     Explanation,
     GateCheck,
     Instance,
     Interval,
     MethodAlignment,
     MetricSummary,
+    Parity,
 )
 
 MISSING = PAGE.missing
@@ -93,6 +94,20 @@ class PillarView:
     checks: int
 
 
+def rule_text(check: GateCheck) -> str:
+    """What the threshold is relative to, in words: the twin's figure and the margin, the
+    reference's noise floor, or an absolute number."""
+    if check.judged_relative_to == "twin":
+        if check.twin_value is None:
+            return "relative to the twin (its figure is missing)"
+        sign = "+" if check.comparison == "<=" else "−"
+        twin = abs(check.twin_value) if check.comparison == "<=" else check.twin_value
+        return f"relative to the twin: {twin:.4f} {sign} margin {check.margin:g}"
+    if check.judged_relative_to == "noise_floor":
+        return f"relative to the noise floor, margin {check.margin:g}"
+    return "absolute threshold"
+
+
 def check_view(check: GateCheck) -> CheckView:
     upper = check.comparison == "<="
     if check.judged_on == "value":
@@ -150,7 +165,11 @@ def _delta_row(
 
 
 def parity_rows(result: AuditResult) -> list[MetricRow]:
-    parity = result.parity
+    return parity_rows_of(result.parity)
+
+
+def parity_rows_of(parity: Parity) -> list[MetricRow]:
+    """Accuracy and macro-F1 of a parity section (the candidate's, or the twin's)."""
     return [
         _delta_row(
             "Accuracy", parity.reference.accuracy, parity.candidate.accuracy, parity.accuracy_delta
@@ -211,7 +230,11 @@ class ReliabilityFigure:
 
 
 def calibration_rows(result: AuditResult) -> list[MetricRow]:
-    calibration = result.calibration
+    return calibration_rows_of(result.calibration)
+
+
+def calibration_rows_of(calibration: Calibration) -> list[MetricRow]:
+    """Every calibration metric of a section (the candidate's, or the twin's) and its Δ."""
     rows = [
         _delta_row(
             name,
@@ -270,6 +293,8 @@ class AlignmentRow:
     between: MetricSummary
     floor_mean: float | None
     gap: float | None  # between-model mean minus the floor's
+    twin_mean: float | None = None
+    shared_mean: float | None = None  # the shared-perturbation diagnostic
 
 
 @dataclass(frozen=True)
@@ -279,11 +304,60 @@ class MethodView:
     settings: str
     rows: list[AlignmentRow]
     histogram: Markup
+    notes: list[str]
+    has_twin: bool
+    has_shared: bool
 
 
-def _summary(metrics: AlignmentMetrics | None, field: str) -> MetricSummary | None:
+def _summary(metrics: object | None, field: str) -> MetricSummary | None:
     value = getattr(metrics, field, None) if metrics is not None else None
     return value if isinstance(value, MetricSummary) else None
+
+
+def _mean(metrics: object | None, field: str) -> float | None:
+    summary = _summary(metrics, field)
+    return None if summary is None else summary.mean
+
+
+def method_notes(method: str, aligned: MethodAlignment) -> list[str]:
+    """Plain sentences on how the figures were built: which rows were explained, what is
+    judged, and whether the method has a noise floor at all."""
+    name = method_name(method)
+    notes = []
+    k = aligned.top_k
+    if aligned.eligible_instances is not None:
+        sentence = (
+            f"{aligned.n_instances} instances explained, drawn by the seed among the "
+            f"{aligned.eligible_instances} rows with more than {k} words (shorter rows would "
+            f"agree on their top-{k} words for any two models, so they are never explained)."
+        )
+        requested = aligned.requested_instances
+        if requested is not None and aligned.eligible_instances < requested:
+            sentence += f" Fewer rows were eligible than the {requested} requested."
+        notes.append(sentence)
+    floor = aligned.noise_floor
+    if floor is not None and floor.deterministic:
+        notes.append(
+            f"{name} is deterministic under these settings: its re-run with another seed "
+            "equals its first run, so it has no noise floor to measure. Without a twin its "
+            "check uses an explicit absolute minimum (see the verdict)."
+        )
+    elif floor is None:
+        notes.append("No noise floor was computed.")
+    if aligned.judged == "rerun_vs_first_run":
+        notes.append(
+            "Like for like with the floor: the figures compare the reference's re-run (seed B) "
+            "with the candidate (seed A), as the floor compares that re-run with the "
+            "reference (seed A). On the shared perturbations of seed A the models agree as in "
+            "the last column, a diagnostic only."
+        )
+    if aligned.twin is not None:
+        notes.append(
+            "The twin (the reference retrained with another seed) is explained on the same "
+            "perturbations and compared with the reference the same way: its column is what "
+            "a retrain alone changes."
+        )
+    return notes
 
 
 def method_view(method: str, aligned: MethodAlignment) -> MethodView:
@@ -293,14 +367,22 @@ def method_view(method: str, aligned: MethodAlignment) -> MethodView:
         between = _summary(aligned, field)
         if between is None:
             continue
-        floor_summary = _summary(floor, field)
-        floor_mean = floor_summary.mean if floor_summary is not None else None
+        floor_mean = _mean(floor, field)
         gap = (
             between.mean - floor_mean
             if between.mean is not None and floor_mean is not None
             else None
         )
-        rows.append(AlignmentRow(title.format(k=aligned.top_k), between, floor_mean, gap))
+        rows.append(
+            AlignmentRow(
+                title.format(k=aligned.top_k),
+                between,
+                floor_mean,
+                gap,
+                twin_mean=_mean(aligned.twin, field),
+                shared_mean=_mean(aligned.shared_perturbations, field),
+            )
+        )
     settings = ", ".join(
         f"{key} {setting_text(value)}"
         for key, value in aligned.settings.items()
@@ -310,7 +392,16 @@ def method_view(method: str, aligned: MethodAlignment) -> MethodView:
     histogram = plots.alignment_histogram(
         name, aligned.top_k, aligned.jaccard_at_k, _summary(floor, "jaccard_at_k")
     )
-    return MethodView(name, aligned, settings, rows, histogram)
+    return MethodView(
+        name,
+        aligned,
+        settings,
+        rows,
+        histogram,
+        notes=method_notes(method, aligned),
+        has_twin=aligned.twin is not None,
+        has_shared=aligned.shared_perturbations is not None,
+    )
 
 
 def setting_text(value: object) -> str:
@@ -388,10 +479,13 @@ def attribution_views(explanation: Explanation, top_k: Mapping[str, int]) -> lis
             continue
         k = top_k.get(method, 10)
         rows = []
-        for model, values, css in (
+        models = [
             ("Reference", attributions.reference, "ref"),
             ("Candidate", attributions.candidate, "cand"),
-        ):
+        ]
+        if attributions.twin is not None:
+            models.append(("Twin", attributions.twin, "twin"))
+        for model, values, css in models:
             words = _word_views(explanation.words, values, k)
             rows.append((model, css, _segments(explanation, words)))
         views.append(AttributionView(method_name(method), rows))
