@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     result_store_backoff_s: float = Field(
         default=1.0, ge=0, description="First wait between attempts to store a result."
     )
+    twin_cache_dir: Path = Field(
+        default_factory=lambda data: data["home"] / "twin-cache",
+        description="The twin's figures, one JSON file per reference, twin, dataset and "
+        "settings (trustdiff.twin_cache), so auditing several candidates pays for it once.",
+    )
     artifacts_dir: Path = Field(
         default_factory=lambda data: data["home"] / "artifacts",
         description="Result documents the database refused are kept here, one file per audit.",

@@ -46,6 +46,11 @@ class TinyAssets:
         return self.model_root / "perturbed"
 
     @property
+    def twin(self) -> Path:
+        """The reference's recipe trained again with another seed."""
+        return self.model_root / "twin"
+
+    @property
     def other_labels(self) -> Path:
         return self.model_root / "other-labels"
 
@@ -60,6 +65,7 @@ def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> TinyAssets:
     assets = TinyAssets(model_root=root / "models", data_root=root / "data")
     build_tiny_bert(assets.reference, seed=0)
     build_tiny_bert(assets.perturbed, seed=0, weight_noise=0.05)
+    build_tiny_bert(assets.twin, seed=1)
     build_tiny_bert(assets.other_labels, labels=("neg", "neutral", "pos"), seed=0, train_steps=0)
     rows = sentiment_rows(48, seed=7)
     write_dataset(assets.dataset, rows)

@@ -112,6 +112,8 @@ def test_the_engine_audits_with_the_service_packages_unimportable(
             "50",
             "--explain-instances",
             "2",
+            "--top-k",
+            "3",
             "--device",
             "cpu",
             "--quiet",

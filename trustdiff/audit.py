@@ -29,15 +29,20 @@ from trustdiff.gate import evaluate_gate
 from trustdiff.paths import resolve_under_root
 from trustdiff.prediction_summary import summarize_predictions
 from trustdiff.result import (
+    Attributions,
     AuditResult,
+    Calibration,
     CheckpointManifest,
     DatasetManifest,
     Explanation,
     Instance,
     Manifest,
     MethodAlignment,
+    Parity,
+    TwinCacheManifest,
 )
 from trustdiff.sections import measure_breakdown
+from trustdiff.twin_cache import TwinCache, TwinFigures, twin_cache_key
 
 if TYPE_CHECKING:
     from trustdiff.datasets import TextInput
@@ -65,7 +70,8 @@ class ValidatedAudit:
     """An audit whose cheap checks all passed: resolved paths, both checkpoints inspected,
     the label spaces aligned, every dataset row read. No model is loaded, no torch imported.
 
-    `candidate_column_order` puts candidate probability columns in reference label order.
+    `candidate_column_order` puts candidate probability columns in reference label order;
+    `twin_column_order` does the same for the twin, when there is one.
     """
 
     config: AuditConfig
@@ -77,6 +83,9 @@ class ValidatedAudit:
     labels: list[str]
     candidate_column_order: list[int]
     dataset: Dataset
+    twin_path: Path | None = None
+    twin: CheckpointInfo | None = None
+    twin_column_order: list[int] | None = None
 
 
 def _optional_path(path: str | os.PathLike[str] | None) -> Path | None:
@@ -106,6 +115,12 @@ def validate_audit(
     reference = inspect_checkpoint(reference_path)
     candidate = inspect_checkpoint(candidate_path)
     column_order = align_label_spaces(reference.labels, candidate.labels, config.label_mapping)
+    twin_path = twin = twin_column_order = None
+    if config.twin is not None:
+        twin_path = resolve_under_root(config.twin.path, models, what="twin checkpoint")
+        twin = inspect_checkpoint(twin_path)
+        # The twin is the reference's recipe: its labels are the reference's, no mapping.
+        twin_column_order = align_label_spaces(reference.labels, twin.labels, None)
     dataset = read_dataset(dataset_path, config.dataset, labels=reference.labels, seed=config.seed)
     missing = [column for column in config.slices.columns if column not in dataset.columns]
     if missing:
@@ -123,6 +138,9 @@ def validate_audit(
         labels=list(reference.labels),
         candidate_column_order=column_order,
         dataset=dataset,
+        twin_path=twin_path,
+        twin=twin,
+        twin_column_order=twin_column_order,
     )
 
 
@@ -133,6 +151,7 @@ class _Predictions:
     y_true: NDArray[np.intp]
     reference_proba: NDArray[np.float64]
     candidate_proba: NDArray[np.float64]
+    twin_proba: NDArray[np.float64] | None = None
 
     @property
     def reference_pred(self) -> NDArray[np.intp]:
@@ -192,14 +211,19 @@ class _Stages:
 class _Runners:
     reference: ModelRunner
     candidate: ModelRunner
+    # Loaded only when the twin's figures are not cached.
+    twin: ModelRunner | None = None
 
 
-def _load_runners(validated: ValidatedAudit, report: ProgressCallback) -> _Runners:
-    """Both models; one runner when they are the same folder and transform."""
+def _load_runners(
+    validated: ValidatedAudit, report: ProgressCallback, *, load_twin: bool
+) -> _Runners:
+    """The models; a model that is the reference's folder and transform reuses its runner."""
     # Imported here so that validating an audit (the gateway's job) never imports torch.
     from trustdiff.inference import load_model_runner
 
     config = validated.config
+    total = 3 if load_twin else 2
 
     def load(path: Path, transform: str | None) -> ModelRunner:
         return load_model_runner(
@@ -210,27 +234,42 @@ def _load_runners(validated: ValidatedAudit, report: ProgressCallback) -> _Runne
             max_length=config.max_length,
         )
 
+    def same_as_reference(path: Path | None, transform: str | None) -> bool:
+        return path == validated.reference_path and transform == config.reference.transform
+
     reference = load(validated.reference_path, config.reference.transform)
-    report("load", 1, 2)
-    same_model = (
-        validated.reference_path == validated.candidate_path
-        and config.reference.transform == config.candidate.transform
-    )
+    report("load", 1, total)
     candidate = (
-        reference if same_model else load(validated.candidate_path, config.candidate.transform)
+        reference
+        if same_as_reference(validated.candidate_path, config.candidate.transform)
+        else load(validated.candidate_path, config.candidate.transform)
     )
-    return _Runners(reference=reference, candidate=candidate)
+    twin = None
+    if load_twin and config.twin is not None and validated.twin_path is not None:
+        report("load", 2, total)
+        twin = (
+            reference
+            if same_as_reference(validated.twin_path, config.twin.transform)
+            else load(validated.twin_path, config.twin.transform)
+        )
+    return _Runners(reference=reference, candidate=candidate, twin=twin)
 
 
 def _evaluator(
     validated: ValidatedAudit, runners: _Runners, should_cancel: Callable[[], bool] | None
 ) -> BatchingEvaluator:
-    """One evaluator for both models, the candidate's columns in reference label order."""
+    """One evaluator for the models (reference, candidate, then the twin when loaded), every
+    model's columns in reference label order."""
     from trustdiff.inference import BatchingEvaluator
 
+    models = [runners.reference, runners.candidate]
+    orders = [list(range(len(validated.labels))), validated.candidate_column_order]
+    if runners.twin is not None and validated.twin_column_order is not None:
+        models.append(runners.twin)
+        orders.append(validated.twin_column_order)
     return BatchingEvaluator(
-        [runners.reference, runners.candidate],
-        column_orders=[list(range(len(validated.labels))), validated.candidate_column_order],
+        models,
+        column_orders=orders,
         batch_size=validated.config.batch_size,
         should_cancel=should_cancel,
     )
@@ -238,21 +277,20 @@ def _evaluator(
 
 def _predict(
     evaluator: BatchingEvaluator, inputs: list[TextInput], *, batch_size: int, stages: _Stages
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Both models' probabilities (n, K) for every input, reported chunk by chunk."""
+) -> list[NDArray[np.float64]]:
+    """Every model's probabilities (n, K) for every input, reported chunk by chunk."""
     # Chunks exist only to report progress; each is still length-sorted inside.
     chunk_size = max(8 * batch_size, 512)
-    reference_parts, candidate_parts = [], []
+    parts: list[list[NDArray[np.float64]]] = [[] for _ in evaluator.runners]
     with stages.stage("predict", total=len(inputs)):
         for start in range(0, len(inputs), chunk_size):
-            reference_part, candidate_part = evaluator.predict_proba(
-                inputs[start : start + chunk_size]
-            )
-            reference_parts.append(reference_part)
-            candidate_parts.append(candidate_part)
+            for model_parts, part in zip(
+                parts, evaluator.predict_proba(inputs[start : start + chunk_size]), strict=True
+            ):
+                model_parts.append(part)
             if start + chunk_size < len(inputs):
                 stages.report("predict", start + chunk_size, len(inputs))
-    return np.concatenate(reference_parts), np.concatenate(candidate_parts)
+    return [np.concatenate(model_parts) for model_parts in parts]
 
 
 def _explain(
@@ -260,8 +298,11 @@ def _explain(
     validated: ValidatedAudit,
     predictions: _Predictions,
     stages: _Stages,
+    *,
+    explain_twin: bool,
 ) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
-    """Alignment per method and explanations per instance index; empty when none are asked."""
+    """Alignment per method and explanations per instance index; empty when none are asked.
+    With `explain_twin`, the evaluator's third runner (the twin) is explained too."""
     config = validated.config
     if config.explain.instances == 0 or not config.explain.methods:
         return {}, {}
@@ -280,6 +321,7 @@ def _explain(
             seed=config.seed,
             progress=stages.report,
             should_cancel=stages.should_cancel,
+            twin_proba=predictions.twin_proba if explain_twin else None,
         )
         if not config.explain.faithfulness:
             return alignment, explanations
@@ -315,9 +357,12 @@ def _manifest(
     fingerprints: tuple[str, str],
     runners: _Runners,
     timings: dict[str, float],
+    twin: _Twin | None,
 ) -> Manifest:
     config, dataset = validated.config, validated.dataset
     return Manifest(
+        twin=None if twin is None else twin.figures.manifest,
+        twin_cache=None if twin is None else twin.cache_manifest,
         reference=_checkpoint_manifest(
             config.reference, validated.reference, fingerprints[0], runners.reference
         ),
@@ -352,6 +397,7 @@ def _instances(
     explanations: dict[int, Explanation],
 ) -> list[Instance]:
     reference_pred, candidate_pred = predictions.reference_pred, predictions.candidate_pred
+    twin_proba = predictions.twin_proba
     return [
         Instance(
             index=index,
@@ -362,6 +408,8 @@ def _instances(
             candidate_proba=predictions.candidate_proba[index].tolist(),
             reference_prediction=labels[int(reference_pred[index])],
             candidate_prediction=labels[int(candidate_pred[index])],
+            twin_proba=None if twin_proba is None else twin_proba[index].tolist(),
+            twin_prediction=None if twin_proba is None else labels[int(twin_proba[index].argmax())],
             explanations=explanations.get(index),
         )
         for index in range(len(dataset))
@@ -375,6 +423,7 @@ def run_audit(
     data_root: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    twin_cache: TwinCache | None = None,
 ) -> AuditResult:
     """Audit `config.candidate` against `config.reference` on `config.dataset`.
 
@@ -391,6 +440,13 @@ def run_audit(
     may report more. `should_cancel()` is polled between stages and batches; once it answers
     true, `AuditCancelledError` is raised. `manifest.timings` holds seconds per stage,
     `total`, and `forward` (tokenization and forward passes inside the evaluator).
+
+    With `config.twin`, the twin is audited against the reference by the same code on every
+    pillar, in the same evaluator calls as the candidate, and each section gets its `twin`
+    beside it; the gate judges relative to the twin (`GateSettings.relative_to_twin`). With
+    `twin_cache`, the twin's figures are read from it when reference, twin, dataset and
+    settings match (`twin_cache_key`) — the twin is then not even loaded — and stored there
+    otherwise.
     """
     stages = _Stages(progress, should_cancel)
     with stages.stage("validate"):
@@ -399,13 +455,33 @@ def run_audit(
             fingerprint_checkpoint(validated.reference_path, config.reference.transform),
             fingerprint_checkpoint(validated.candidate_path, config.candidate.transform),
         )
-    with stages.stage("load", total=2):
-        runners = _load_runners(validated, stages.report)
+        twin_fingerprint = (
+            None
+            if config.twin is None or validated.twin_path is None
+            else fingerprint_checkpoint(validated.twin_path, config.twin.transform)
+        )
+        twin_key = _twin_key(validated, fingerprints[0], twin_fingerprint)
+        cached = None
+        if twin_key is not None and twin_cache is not None:
+            cached = twin_cache.load(twin_key)
+    load_twin = twin_key is not None and cached is None
+    with stages.stage("load", total=3 if load_twin else 2):
+        runners = _load_runners(validated, stages.report, load_twin=load_twin)
     evaluator = _evaluator(validated, runners, should_cancel)
     probabilities = _predict(
         evaluator, validated.dataset.inputs, batch_size=config.batch_size, stages=stages
     )
-    predictions = _Predictions(np.asarray(validated.dataset.labels, dtype=np.intp), *probabilities)
+    twin_proba = (
+        probabilities[2]
+        if load_twin
+        else (None if cached is None else np.asarray(cached.probabilities, dtype=np.float64))
+    )
+    predictions = _Predictions(
+        np.asarray(validated.dataset.labels, dtype=np.intp),
+        probabilities[0],
+        probabilities[1],
+        twin_proba,
+    )
     with stages.stage("metrics"):
         parity, calibration = summarize_predictions(
             predictions.y_true,
@@ -424,7 +500,48 @@ def run_audit(
             config=config,
         )
         calibration = calibration.model_copy(update={"smooth": breakdown.smooth_calibration})
-    alignment, explanations = _explain(evaluator, validated, predictions, stages)
+        twin_sections = (
+            summarize_predictions(
+                predictions.y_true,
+                predictions.reference_proba,
+                twin_proba,
+                labels=validated.labels,
+                settings=config.calibration,
+                seed=config.seed,
+            )
+            if load_twin and twin_proba is not None
+            else None
+        )
+    alignment, explanations = _explain(
+        evaluator, validated, predictions, stages, explain_twin=load_twin
+    )
+    twin = None
+    if twin_key is not None:
+        if cached is None:
+            if twin_sections is None or runners.twin is None or twin_proba is None:
+                raise RuntimeError("the twin was loaded but not measured")
+            cached = _twin_figures(
+                validated,
+                runners.twin,
+                twin_fingerprint or "",
+                twin_sections,
+                twin_proba,
+                alignment,
+                explanations,
+            )
+            if twin_cache is not None:
+                twin_cache.store(twin_key, cached)
+        twin = _Twin(
+            figures=cached,
+            cache_manifest=TwinCacheManifest(
+                key=twin_key,
+                hit=not load_twin,
+                location=None if twin_cache is None else str(twin_cache.folder),
+            ),
+        )
+        parity, calibration, alignment, explanations = _with_twin(
+            cached, parity, calibration, alignment, explanations
+        )
     with stages.stage("gate"):
         gate = evaluate_gate(
             parity,
@@ -437,7 +554,7 @@ def run_audit(
     stages.timings["forward"] = evaluator.stats.forward_seconds
     stages.timings["total"] = time.perf_counter() - stages.started
     return AuditResult(
-        manifest=_manifest(validated, fingerprints, runners, stages.timings),
+        manifest=_manifest(validated, fingerprints, runners, stages.timings, twin),
         parity=parity,
         calibration=calibration,
         alignment=alignment,
@@ -446,4 +563,90 @@ def run_audit(
         divergence=breakdown.divergence,
         exemplars=breakdown.exemplars,
         instances=_instances(validated.dataset, validated.labels, predictions, explanations),
+    )
+
+
+# --- the twin -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Twin:
+    figures: TwinFigures
+    cache_manifest: TwinCacheManifest
+
+
+def _twin_key(
+    validated: ValidatedAudit, reference_fingerprint: str, twin_fingerprint: str | None
+) -> str | None:
+    """The twin's cache key (`twin_cache_key`); None when the audit has no twin."""
+    if twin_fingerprint is None:
+        return None
+    return twin_cache_key(
+        validated.config,
+        reference_fingerprint=reference_fingerprint,
+        twin_fingerprint=twin_fingerprint,
+        dataset_fingerprint=validated.dataset.fingerprint,
+        device=validated.config.device,
+        version=_versions()["trustdiff"],
+    )
+
+
+def _twin_figures(
+    validated: ValidatedAudit,
+    runner: ModelRunner,
+    fingerprint: str,
+    sections: tuple[Parity, Calibration],
+    twin_proba: NDArray[np.float64],
+    alignment: dict[str, MethodAlignment],
+    explanations: dict[int, Explanation],
+) -> TwinFigures:
+    """What the cache keeps of the twin, taken from this audit's measurements."""
+    config = validated.config
+    if config.twin is None or validated.twin is None:
+        raise RuntimeError("no twin to describe")
+    attributions: dict[str, dict[int, list[float]]] = {}
+    for index, explanation in explanations.items():
+        for method in alignment:
+            document: Attributions | None = getattr(explanation, method, None)
+            if document is not None and document.twin is not None:
+                attributions.setdefault(method, {})[index] = document.twin
+    return TwinFigures(
+        manifest=_checkpoint_manifest(config.twin, validated.twin, fingerprint, runner),
+        parity=sections[0],
+        calibration=sections[1],
+        alignment={
+            method: aligned.twin
+            for method, aligned in alignment.items()
+            if aligned.twin is not None
+        },
+        probabilities=twin_proba.tolist(),
+        attributions=attributions,
+    )
+
+
+def _with_twin(
+    figures: TwinFigures,
+    parity: Parity,
+    calibration: Calibration,
+    alignment: dict[str, MethodAlignment],
+    explanations: dict[int, Explanation],
+) -> tuple[Parity, Calibration, dict[str, MethodAlignment], dict[int, Explanation]]:
+    """Each section with the twin's beside it, and each explanation with the twin's scores."""
+    with_twin_alignment = {
+        method: aligned.model_copy(update={"twin": figures.alignment.get(method)})
+        for method, aligned in alignment.items()
+    }
+    with_twin_explanations = {}
+    for index, explanation in explanations.items():
+        update: dict[str, Attributions] = {}
+        for method, by_row in figures.attributions.items():
+            document: Attributions | None = getattr(explanation, method, None)
+            if document is not None and index in by_row:
+                update[method] = document.model_copy(update={"twin": by_row[index]})
+        with_twin_explanations[index] = explanation.model_copy(update=update)
+    return (
+        parity.model_copy(update={"twin": figures.parity}),
+        calibration.model_copy(update={"twin": figures.calibration}),
+        with_twin_alignment,
+        with_twin_explanations,
     )

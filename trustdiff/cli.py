@@ -38,6 +38,7 @@ from trustdiff.remote_cli import register as register_remote_commands
 from trustdiff.result import AuditResult, dump_result, result_json_schema
 from trustdiff.summary import StageProgress, format_summary
 from trustdiff.threads import configure_cpu_threads
+from trustdiff.twin_cache import TwinCache, default_cache_dir
 
 __all__ = ["build_parser", "config_from_args", "load_gate_settings", "main"]
 
@@ -62,6 +63,11 @@ examples:
   trustdiff audit --reference models/bert --candidate models/distilbert \\
       --dataset dev.csv --text-field sentence --label-field gold \\
       --gate gate.yaml --out result.json --report report.html
+
+  # with a retrained twin of the reference: every check is judged relative to it, and
+  # its figures are cached (--cache-dir) for the next candidate
+  trustdiff audit --reference models/bert --candidate models/distilbert \\
+      --twin models/bert-seed2 --dataset data/dev.jsonl --out result.json
 
   # every option of the engine from a file; flags given as well override it
   trustdiff audit --config audit.yaml --candidate models/tinybert --out result.json
@@ -133,6 +139,14 @@ AUDIT_FLAGS: dict[str, tuple[ConfigFlag, ...]] = {
             "candidate.transform",
             "transform applied to the candidate at load time (int8-dynamic runs on CPU)",
         ),
+        ConfigFlag(
+            "--twin",
+            "twin.path",
+            "the reference's recipe retrained with another seed: audited too, and the gate "
+            "judges the candidate relative to it",
+            "PATH",
+        ),
+        ConfigFlag("--twin-transform", "twin.transform", "transform applied to the twin"),
         ConfigFlag(
             "--label-map",
             "label_mapping",
@@ -227,7 +241,8 @@ def config_field(path: str) -> FieldInfo:
     model: type[BaseModel] = AuditConfig
     *parents, name = path.split(".")
     for part in parents:
-        annotation = model.model_fields[part].annotation
+        # An optional section (the twin) is a section too.
+        annotation = _value_type(model.model_fields[part])
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             raise ValueError(f"{part!r} in {path!r} is not a settings section")
         model = annotation
@@ -339,6 +354,12 @@ def _write_report(result: Any, path: str) -> None:
     report.write_text(render_report(result), encoding="utf-8")
 
 
+def _twin_cache(args: argparse.Namespace) -> TwinCache | None:
+    if args.no_cache:
+        return None
+    return TwinCache(args.cache_dir or default_cache_dir())
+
+
 def _audit_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out = Path(args.out)
@@ -349,7 +370,7 @@ def _audit_command(args: argparse.Namespace) -> int:
     # transformers' load-time chatter would bury the summary; errors still surface.
     with environment_defaults(TRANSFORMERS_VERBOSITY="error"):
         try:
-            result = run_audit(config, progress=progress)
+            result = run_audit(config, progress=progress, twin_cache=_twin_cache(args))
         finally:
             progress.close()
     out.write_text(dump_result(result) + "\n", encoding="utf-8")
@@ -387,6 +408,15 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     )
     output.add_argument(
         "--mlflow-experiment", metavar="NAME", help="MLflow experiment (default: trustdiff)"
+    )
+    output.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where the twin's figures are cached across audits (default: "
+        "$TRUSTDIFF_CACHE_DIR, else $XDG_CACHE_HOME/trustdiff or ~/.cache/trustdiff)",
+    )
+    output.add_argument(
+        "--no-cache", action="store_true", help="measure the twin again, read no cache"
     )
     output.add_argument("--quiet", action="store_true", help="no progress on stderr")
     output.add_argument("--debug", action="store_true", help="show tracebacks on errors")

@@ -215,6 +215,12 @@ class AuditOptions(_Settings, Generic[DatasetT]):
     reference: CheckpointSpec
     candidate: CheckpointSpec
     dataset: DatasetT
+    twin: CheckpointSpec | None = Field(
+        default=None,
+        description="The reference's recipe retrained with another seed: audited against the "
+        "reference by the same code, it is what a retrain alone changes, and the gate judges "
+        "the candidate relative to it.",
+    )
     label_mapping: dict[str, str] | None = Field(
         default=None,
         description="Candidate label name -> reference label name, when the label sets differ.",

@@ -70,9 +70,15 @@ def _checkpoint_name(checkpoint: CheckpointManifest) -> str:
 
 def _header_lines(result: AuditResult) -> list[str]:
     manifest = result.manifest
+    twin = []
+    if manifest.twin is not None:
+        cache = manifest.twin_cache
+        source = "" if cache is None else (" (figures from the cache)" if cache.hit else "")
+        twin = [f"twin:      {_checkpoint_name(manifest.twin)}{source}"]
     return [
         f"reference: {_checkpoint_name(manifest.reference)}",
         f"candidate: {_checkpoint_name(manifest.candidate)}",
+        *twin,
         f"dataset:   {manifest.dataset.path} ({manifest.dataset.rows} of "
         f"{manifest.dataset.rows_in_file} rows)   device: {manifest.device}   "
         f"time: {manifest.timings.get('total', 0.0):.1f} s",
@@ -90,7 +96,8 @@ def _metric_row(label: str, reference: float, candidate: float, delta: Interval)
 
 
 def _metric_lines(result: AuditResult) -> list[str]:
-    """Both models' parity and calibration metrics with the delta and its interval."""
+    """Both models' parity and calibration metrics with the delta and its interval, and the
+    twin's delta (what a retrain alone changes) when a twin was audited."""
     parity, calibration = result.parity, result.calibration
     rows = [
         ["metric", "reference", "candidate", "delta", "95% interval"],
@@ -120,7 +127,20 @@ def _metric_lines(result: AuditResult) -> list[str]:
                 smooth.delta,
             )
         )
-    return _table(rows, right_aligned=(1, 2, 3))
+    if parity.twin is None or calibration.twin is None:
+        return _table(rows, right_aligned=(1, 2, 3))
+    twin_deltas: list[Interval | None] = [
+        parity.twin.accuracy_delta,
+        parity.twin.macro_f1_delta,
+        *(calibration.twin.delta.get(metric) for metric, _ in _CALIBRATION_ROWS),
+    ]
+    if smooth is not None:
+        twin_smooth = calibration.twin.smooth
+        twin_deltas.append(None if twin_smooth is None else twin_smooth.delta)
+    rows[0].append("twin delta")
+    for row, twin_delta in zip(rows[1:], twin_deltas, strict=True):
+        row.append("-" if twin_delta is None else _number(twin_delta.value, signed=True))
+    return _table(rows, right_aligned=(1, 2, 3, 5))
 
 
 def _agreement_lines(result: AuditResult) -> list[str]:
@@ -131,12 +151,28 @@ def _agreement_lines(result: AuditResult) -> list[str]:
         f"loyalty {parity.probability_loyalty:.4f}   flips: {parity.fixed} fixed, "
         f"{parity.broken} broken (McNemar p = {parity.mcnemar_p:.3g})",
     ]
+    if parity.twin is not None:
+        lines.append(f"twin agreement {parity.twin.agreement:.4f} (reference vs twin)")
     for method, alignment in result.alignment.items():
         floor = alignment.noise_floor
-        floor_text = "" if floor is None else f"   noise floor {_number(floor.jaccard_at_k.mean)}"
+        if floor is None:
+            floor_text = ""
+        elif floor.deterministic:
+            floor_text = "   deterministic: no noise floor"
+        else:
+            floor_mean = None if floor.jaccard_at_k is None else floor.jaccard_at_k.mean
+            floor_text = f"   noise floor {_number(floor_mean)}"
+        twin_text = (
+            "" if alignment.twin is None else f"   twin {_number(alignment.twin.jaccard_at_k.mean)}"
+        )
+        eligible = (
+            ""
+            if alignment.eligible_instances is None
+            else f" (of {alignment.eligible_instances} rows with more than {alignment.top_k} words)"
+        )
         lines.append(
             f"{method} jaccard@{alignment.top_k} {_number(alignment.jaccard_at_k.mean)} "
-            f"over {alignment.n_instances} instances{floor_text}"
+            f"over {alignment.n_instances} instances{eligible}{floor_text}{twin_text}"
         )
     return lines
 
@@ -194,11 +230,25 @@ def _breakdown_lines(result: AuditResult) -> list[str]:
     return lines
 
 
+def _relative_text(check: GateCheck) -> str:
+    """What the threshold is relative to: "twin 0.0200 + 0.01", "floor - 0.15", "absolute"."""
+    if check.judged_relative_to == "twin":
+        if check.twin_value is None:
+            return "twin (missing)"
+        upper = check.comparison == "<="
+        twin = abs(check.twin_value) if upper else check.twin_value
+        return f"twin {twin:.4f} {'+' if upper else '-'} {check.margin:g}"
+    if check.judged_relative_to == "noise_floor":
+        return f"noise floor - {check.margin:g}"
+    return "absolute"
+
+
 def _check_row(check: GateCheck) -> list[str]:
     return [
         check.name,
         _number(check.value),
         f"{check.comparison} {check.threshold:.4f}",
+        _relative_text(check),
         _interval_text(check.ci_low, check.ci_high),
         check.judged_on,
         "PASS" if check.passed else "FAIL",
@@ -206,16 +256,24 @@ def _check_row(check: GateCheck) -> list[str]:
 
 
 def format_gate(gate: Gate) -> str:
-    """Every gate check as a table (value, rule, interval, what was judged, result), then the
-    verdict; the `audit` summary ends with it and `trustdiff gate` prints it."""
+    """Every gate check as a table (value, rule, what the rule is relative to, interval, what
+    was judged, result), then the verdict; the `audit` summary ends with it and `trustdiff
+    gate` prints it."""
     checks = gate.checks
-    rows = [["check", "value", "rule", "interval", "judged", "result"]]
+    rows = [["check", "value", "rule", "relative to", "interval", "judged", "result"]]
     rows += [_check_row(check) for check in checks]
     failed = sum(not check.passed for check in checks)
     verdict = "PASS" if gate.passed else "FAIL"
+    notes = []
+    if gate.twin_identical and any(c.judged_relative_to == "twin" for c in checks):
+        notes = [
+            "the twin shows no difference from the reference: no difference is allowed "
+            "beyond each margin"
+        ]
     return "\n".join(
         [
             *_table(rows, right_aligned=(1,)),
+            *notes,
             "",
             f"verdict: {verdict} ({len(checks) - failed} of {len(checks)} checks passed)",
         ]

@@ -282,6 +282,7 @@ def _run_engine(
 ) -> Outcome:
     """Run the engine with a heartbeat beside it; every way it can end becomes an Outcome."""
     from trustdiff.audit import run_audit
+    from trustdiff.twin_cache import TwinCache
 
     heartbeat = Heartbeat(
         database,
@@ -297,6 +298,7 @@ def _run_engine(
             data_root=data_root,
             progress=heartbeat.report,
             should_cancel=heartbeat.should_cancel,
+            twin_cache=TwinCache(settings.twin_cache_dir),
         )
         document = _result_document(result)
     except (AuditCancelledError, SoftTimeLimitExceeded) as error:

@@ -359,3 +359,34 @@ def test_environment_defaults_are_set_only_inside_the_block(
         assert os.environ["TRUSTDIFF_TEST_SET"] == "user"  # the user's choice is kept
     assert "TRUSTDIFF_TEST_UNSET" not in os.environ
     assert os.environ["TRUSTDIFF_TEST_SET"] == "user"
+
+
+def test_a_twin_is_audited_judged_against_and_cached(
+    tiny_assets: TinyAssets,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRUSTDIFF_CACHE_DIR", str(cache))
+    out = tmp_path / "result.json"
+    args = _audit_args(tiny_assets, out, "--twin", str(tiny_assets.twin), candidate="perturbed")
+    first_status = main(args)
+    first = capsys.readouterr().out
+    assert f"twin:      {tiny_assets.twin}\n" in first
+    assert "twin delta" in first and "twin agreement" in first
+    for row in _gate_lines(first).values():
+        assert " twin " in row, row  # the rule says it is relative to the twin
+    assert list(cache.glob("twin/*.json")), "the environment variable names the cache folder"
+    assert main(args) == first_status
+    second = capsys.readouterr().out
+    assert "(figures from the cache)" in second
+    result = AuditResult.model_validate_json(out.read_text())
+    assert result.manifest.twin_cache is not None and result.manifest.twin_cache.hit
+    # --cache-dir overrides the environment; --no-cache reads none.
+    other = tmp_path / "other-cache"
+    main([*args, "--cache-dir", str(other)])
+    assert list(other.glob("twin/*.json"))
+    main([*args, "--no-cache"])
+    capsys.readouterr()
+    assert not AuditResult.model_validate_json(out.read_text()).manifest.twin_cache.hit  # type: ignore[union-attr]

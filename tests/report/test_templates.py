@@ -19,7 +19,8 @@ from trustdiff.result import AuditResult, dump_result
 ROOT = Path(__file__).resolve().parents[2]
 # Closed vocabularies (Literal fields) that a document cannot fill with arbitrary text.
 LITERAL_KEYS = {
-    "schema_version", "binning", "pillar", "comparison", "judged_on", "judged", "judged_relative_to",
+    "schema_version", "binning", "pillar", "comparison", "judged_on", "judged",
+    "judged_relative_to",
 }  # fmt: skip
 FREE_KEYS = {"config", "versions", "timings", "settings", "label_mapping", "per_class_recall"}
 PAGE_TAGS = {

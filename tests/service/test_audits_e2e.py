@@ -164,7 +164,7 @@ def test_cancelling_a_running_audit_stops_it_at_a_batch_boundary(
 ) -> None:
     slow = audit_body(
         candidate={"path": "perturbed"},
-        explain={"instances": 48, "lime_samples": 2000, "shap_max_evals": 2000},
+        explain={"instances": 48, "lime_samples": 2000, "shap_max_evals": 2000, "top_k": 3},
         batch_size=4,
     )
     audit_id = live_client.post("/v1/audits", json=slow, headers=auth).json()["id"]
