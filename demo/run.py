@@ -149,6 +149,34 @@ def _worst_slice(result: dict[str, Any]) -> str:
     return f"{worst['agreement']['value']:.3f} ({worst['column']}: {worst['value']})"
 
 
+def _floor_text(alignment: dict[str, Any]) -> str:
+    """The noise floor's mean jaccard, or "det." for a deterministic explainer (no floor)."""
+    floor = alignment.get("noise_floor") or {}
+    if floor.get("deterministic"):
+        return "det."
+    return _fmt((floor.get("jaccard_at_k") or {}).get("mean"), 2)
+
+
+# The checks shown against the twin, and their column titles.
+TWIN_CHECKS = (
+    ("accuracy_drop", "acc. drop vs twin"),
+    ("agreement", "agreement vs twin"),
+    ("ece_increase", "ΔECE vs twin"),
+    ("lime_jaccard_margin", "LIME vs twin"),
+    ("shap_jaccard_margin", "SHAP vs twin"),
+)
+
+
+def _versus_twin(result: dict[str, Any], name: str) -> str:
+    """ "0.012 ≤ 0.031 ok": the candidate's value against its threshold relative to the twin."""
+    check = next((c for c in result["gate"].get("checks", []) if c["name"] == name), None)
+    if check is None or check.get("judged_relative_to") != "twin":
+        return "—"
+    symbol = "≤" if check["comparison"] == "<=" else "≥"
+    verdict = "ok" if check["passed"] else "FAIL"
+    return f"{_fmt(check['value'])} {symbol} {_fmt(check['threshold'])} {verdict}"
+
+
 def summary_row(name: str, result: dict[str, Any]) -> list[str]:
     """The columns a release engineer reads first, from one result document."""
     parity = result["parity"]
@@ -167,10 +195,36 @@ def summary_row(name: str, result: dict[str, Any]) -> list[str]:
         if alignment is None:
             row.append("—")
             continue
-        floor = (alignment.get("noise_floor") or {}).get("jaccard_at_k") or {}
-        row.append(f"{_fmt(alignment['jaccard_at_k']['mean'], 2)} ({_fmt(floor.get('mean'), 2)})")
+        row.append(f"{_fmt(alignment['jaccard_at_k']['mean'], 2)} ({_floor_text(alignment)})")
     row.append("PASS" if result["gate"]["passed"] else "FAIL")
+    row += [_versus_twin(result, check) for check, _ in TWIN_CHECKS]
     return row
+
+
+def twin_row(result: dict[str, Any]) -> list[str] | None:
+    """The twin's own figures against the reference (any result with a twin holds them)."""
+    parity, calibration = result["parity"].get("twin"), result["calibration"].get("twin")
+    if parity is None or calibration is None:
+        return None
+    delta_ece = calibration["delta"]["ece"]
+    negative_flips = parity.get("negative_flip_rate") or {}
+    row = [
+        "twin (retrain)",
+        f"{parity['reference']['accuracy']:.3f} → {parity['candidate']['accuracy']:.3f}",
+        _fmt(parity["agreement"]),
+        _fmt(negative_flips.get("value")),
+        "—",
+        f"{delta_ece['value']:+.3f} [{_fmt(delta_ece['ci_low'])}, {_fmt(delta_ece['ci_high'])}]",
+    ]
+    for method in ("lime", "shap"):
+        alignment = result["alignment"].get(method) or {}
+        twin = alignment.get("twin")
+        row.append(
+            "—"
+            if twin is None
+            else f"{_fmt(twin['jaccard_at_k']['mean'], 2)} ({_floor_text(alignment)})"
+        )
+    return [*row, "—", *("—" for _ in TWIN_CHECKS)]
 
 
 def format_table(rows: Sequence[Sequence[str]]) -> str:
@@ -184,6 +238,7 @@ def format_table(rows: Sequence[Sequence[str]]) -> str:
         "LIME j@10 (floor)",
         "SHAP j@10 (floor)",
         "gate",
+        *(title for _, title in TWIN_CHECKS),
     ]
     table = [header, *rows]
     widths = [max(len(row[column]) for row in table) for column in range(len(header))]
@@ -223,6 +278,8 @@ def audit_body(
     body: dict[str, Any] = json.loads(json.dumps(settings.audit))
     body["reference"] = {"path": settings.reference}
     body["candidate"] = {"path": candidate.path}
+    if settings.twin:
+        body["twin"] = {"path": settings.twin}
     if candidate.transform:
         body["candidate"]["transform"] = candidate.transform
     body["dataset"] = {**body.get("dataset", {}), "id": dataset_id}
@@ -264,7 +321,11 @@ def collect_results(
 
 def summary_text(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     """The verdict table, then one line per candidate: can ship, or which checks block it."""
-    lines = [format_table([summary_row(name, result) for name, result in rows]), ""]
+    table = [summary_row(name, result) for name, result in rows]
+    twin = next((row for _, result in rows if (row := twin_row(result)) is not None), None)
+    if twin is not None:
+        table.append(twin)
+    lines = [format_table(table), ""]
     for name, result in rows:
         failures = failing_checks(result)
         verdict = "can ship" if not failures else "blocked by " + "; ".join(failures)

@@ -66,6 +66,9 @@ class RunSettings(_Settings):
     """What `python -m demo.run` audits, and the POST /v1/audits body it shares."""
 
     reference: str = "reference"
+    # The reference's recipe retrained with another seed (`twin_seed`), passed to every
+    # audit: each check is judged relative to what a retrain alone changes. None: no twin.
+    twin: str | None = "twin"
     candidates: tuple[CandidateSettings, ...] = (
         CandidateSettings(name="distilled", path="distilled"),
         CandidateSettings(name="pruned", path="pruned"),
@@ -79,6 +82,8 @@ class DemoSettings(_Settings):
     """Everything `settings.yaml` holds; see that file for what each value means."""
 
     seed: int = 0
+    # The twin is the reference's recipe (data, settings) trained again with this seed.
+    twin_seed: int = 1
     torch_threads: int | None = Field(default=2, ge=1)
     data: DataSettings = DataSettings()
     reference: FineTuneSettings = FineTuneSettings()

@@ -38,11 +38,16 @@ def test_build_all_builds_caches_and_rebuilds_on_a_settings_change(
     report = build.build_all(root, settings)
 
     models = root / "models"
-    for name in ("reference", "distilled", "pruned"):
+    for name in ("reference", "twin", "distilled", "pruned"):
         assert (models / name / "model.safetensors").is_file()
         assert (models / name / "build-marker.json").is_file()
     assert not list(models.glob("*.partial"))
-    assert set(report["accuracy"]) == {"reference", "distilled", "pruned", "reference+int8-dynamic"}
+    assert set(report["accuracy"]) == {
+        "reference", "twin", "distilled", "pruned", "reference+int8-dynamic",
+    }  # fmt: skip
+    # The twin is the reference's recipe with another seed: other weights.
+    twin_bytes = (models / "twin" / "model.safetensors").read_bytes()
+    assert twin_bytes != (models / "reference" / "model.safetensors").read_bytes()
     assert report["eval_examples"] == len(read_jsonl(root / "data" / "eval.jsonl")) > 0
     assert report["models"]["distilled"]["encoder_layers"] == 1
     assert report["models"]["pruned"]["encoder_linear_sparsity"] == pytest.approx(0.5, abs=0.02)
@@ -54,7 +59,7 @@ def test_build_all_builds_caches_and_rebuilds_on_a_settings_change(
     again = build.build_all(root, settings)
 
     assert again == report
-    assert sum("up to date" in m for m in messages) == 5
+    assert sum("up to date" in m for m in messages) == 6
 
     messages.clear()
     changed = settings.model_copy(
@@ -98,6 +103,13 @@ def test_build_keys_change_only_for_the_artifacts_a_setting_feeds() -> None:
     assert after_pruning.models["pruned"] != keys.models["pruned"]
     assert after_pruning.report != keys.report
     assert after_seed.data != keys.data
+    twin_changed = build.BuildKeys.from_settings(settings.model_copy(update={"twin_seed": 2}))
+    assert twin_changed.models["twin"] != keys.models["twin"]
+    assert all(
+        twin_changed.models[name] == keys.models[name]
+        for name in build.MODEL_NAMES
+        if name != "twin"
+    )
     assert all(after_seed.models[name] != keys.models[name] for name in build.MODEL_NAMES)
     # Stored as JSON: tuples appear as lists, so a stored marker compares equal.
     assert keys.models["distilled"]["distilled"]["layers"] == [0, 2, 4]

@@ -278,3 +278,56 @@ def test_rows_with_no_more_than_k_words_are_never_explained() -> None:
     assert alignment["lime"].n_instances == 5
     short = select_instances(["a b c", "a b c d"], count=2, seed=0, top_k=3)
     assert short.indices == [1] and short.eligible == 1
+
+
+def test_partition_shap_is_deterministic_and_permutation_shap_gets_a_measured_floor() -> None:
+    evaluator = FakeEvaluator(BagOfWordsModel(), BagOfWordsModel(weights=SHIFTED_WEIGHTS))
+    settings = SETTINGS.model_copy(update={"methods": ("shap",)})
+    partition, _ = audit(evaluator, dataset(), settings)
+    floor = partition["shap"].noise_floor
+    assert floor is not None and floor.deterministic and floor.jaccard_at_k is None
+    assert partition["shap"].judged == "shared_perturbations"
+    permutation, explanations = audit(
+        evaluator, dataset(), settings.model_copy(update={"shap_algorithm": "permutation"})
+    )
+    floor = permutation["shap"].noise_floor
+    assert floor is not None and not floor.deterministic
+    assert floor.jaccard_at_k is not None and floor.jaccard_at_k.n == 4
+    assert permutation["shap"].judged == "rerun_vs_first_run"
+    assert permutation["shap"].shared_perturbations is not None
+    assert any(
+        e.shap is not None and e.shap.reference_rerun != e.shap.reference
+        for e in explanations.values()
+    )
+
+
+def test_the_twin_is_explained_on_the_candidates_perturbations() -> None:
+    reference = BagOfWordsModel()
+    candidate = BagOfWordsModel(weights=SHIFTED_WEIGHTS)
+    twin = BagOfWordsModel(bias=0.3)
+    evaluator = FakeEvaluator(reference, candidate, twin)
+    data = dataset()
+    probabilities = evaluator.predict_proba(data.inputs)
+    evaluator.requests.clear()
+    evaluator.selections.clear()
+    candidate.seen.clear()
+    twin.seen.clear()
+    alignment, explanations = explain_and_align(
+        evaluator,
+        data,
+        reference_proba=probabilities[0],
+        candidate_proba=probabilities[1],
+        twin_proba=probabilities[2],
+        settings=SETTINGS.model_copy(update={"methods": ("lime",)}),
+        labels=LABELS,
+        seed=0,
+        progress=None,
+        should_cancel=None,
+    )
+    # LIME: one run for all three models, in the same evaluator calls.
+    assert set(evaluator.selections) == {(0, 1, 2), (0,)}
+    assert twin.seen == candidate.seen
+    lime = alignment["lime"]
+    assert lime.twin is not None and lime.twin.judged == "rerun_vs_first_run"
+    assert lime.twin.jaccard_at_k.n == lime.jaccard_at_k.n == 4
+    assert all(e.lime is not None and e.lime.twin is not None for e in explanations.values())
