@@ -269,7 +269,9 @@ def test_with_a_twin_every_check_is_judged_relative_to_it() -> None:
 
 def test_an_identical_twin_collapses_the_relative_rules_to_the_margins() -> None:
     zero = Interval(value=0.0)
-    twin_parity = _parity(accuracy_delta=zero, macro_f1_delta=zero, agreement=1.0)
+    twin_parity = _parity(
+        accuracy_delta=zero, macro_f1_delta=zero, agreement=1.0, negative_flip_rate=zero
+    )
     twin_parity = twin_parity.model_copy(update={"probability_loyalty": 1.0})
     twin_calibration = _calibration(ece=zero, brier=zero)
     parity, calibration = _parity(twin=twin_parity), _calibration(twin=twin_calibration)
