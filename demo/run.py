@@ -26,7 +26,13 @@ def _free_port() -> int:
 
 
 class DemoService:
-    """`trustdiff serve` on its embedded default, in a state folder of the demo's own."""
+    """`trustdiff serve` on its embedded default, in a state folder of the demo's own.
+
+    The service gives each tenant its own folder of the model and data roots; the demo's
+    tenant's folders are links to the demo's models and data.
+    """
+
+    TENANT = "demo"
 
     def __init__(self, *, state_dir: Path, model_root: Path, data_root: Path) -> None:
         self.state_dir = state_dir
@@ -39,10 +45,16 @@ class DemoService:
             for key, value in os.environ.items()
             if not key.startswith("TRUSTDIFF_") and key not in {"DATABASE_URL", "BROKER_URL"}
         }
+        roots = {"models": model_root, "data": data_root}
+        for name, target in roots.items():
+            link = state_dir / "roots" / name / self.TENANT
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to(target.resolve(), target_is_directory=True)
         self.env.update(
             TRUSTDIFF_HOME=str(state_dir),
-            TRUSTDIFF_MODEL_ROOT=str(model_root),
-            TRUSTDIFF_DATA_ROOT=str(data_root),
+            TRUSTDIFF_MODEL_ROOT=str(state_dir / "roots" / "models"),
+            TRUSTDIFF_DATA_ROOT=str(state_dir / "roots" / "data"),
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
             TOKENIZERS_PARALLELISM="false",
@@ -344,7 +356,7 @@ def run_demo(root: Path, out_dir: Path, settings: RunSettings) -> int:
     service.start()
     try:
         # `keys create` prints the key alone on stdout (its notice goes to stderr).
-        api_key = service.trustdiff("keys", "create", "--tenant", "demo").strip()
+        api_key = service.trustdiff("keys", "create", "--tenant", service.TENANT).strip()
         headers = {"Authorization": f"Bearer {api_key}"}
         with httpx.Client(base_url=service.base_url, headers=headers, timeout=60) as client:
             submitted = submit_audits(client, settings, upload_dataset(client, eval_file))

@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ApiKeyGate,
         database=database,
         protected_prefixes=(f"{API_PREFIX}/audits", f"{API_PREFIX}/datasets"),
+        retry_after_s=settings.retry_after_s,
     )
     # Outermost: a request waiting for a slot has not been read, authenticated or sized yet.
     app.add_middleware(

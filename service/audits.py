@@ -8,7 +8,7 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,10 +20,11 @@ from service import transitions
 from service.callback_urls import ForbiddenCallback, check_callback_url
 from service.jobs import RUN_AUDIT_TASK, enqueue_after_commit
 from service.models import Audit, AuditStatus, Dataset, Tenant
-from service.problems import Conflict, UnprocessableContent
+from service.problems import Conflict, UnprocessableContent, engine_problem, redacted
 from service.schemas import AuditCreate
 from service.settings import DATA_ROOT, UPLOAD_ROOT, Settings
 from trustdiff.config import AuditConfig, DatasetSpec
+from trustdiff.errors import TrustdiffError
 
 
 def canonical_sha256(document: Any) -> str:
@@ -65,13 +66,28 @@ def _engine_config(
     return config, dataset_root, dataset_id
 
 
-def _validate_before_queueing(config: AuditConfig, data_root: Path, settings: Settings) -> None:
-    """The engine's cheap checks: paths inside their roots, checkpoints and dataset readable."""
+def _validate_before_queueing(
+    config: AuditConfig, dataset_root: str, tenant: Tenant, settings: Settings
+) -> None:
+    """The engine's cheap checks: paths inside the tenant's roots, checkpoints and dataset
+    readable. Engine errors become problems naming the tenant's roots, not this machine's
+    folders."""
     # The engine's validation imports its reader modules, not torch; imported here so the
     # gateway's import stays light even if the engine package grows.
     from trustdiff.audit import validate_audit
 
-    validate_audit(config, model_root=settings.model_root, data_root=data_root)
+    try:
+        validate_audit(
+            config,
+            model_root=settings.tenant_model_root(tenant.name),
+            data_root=settings.dataset_folder(dataset_root, tenant.name),
+            shared_model_root=settings.shared_model_root,
+        )
+    except TrustdiffError as error:
+        redact = partial(settings.redact_paths, tenant_name=tenant.name)
+        problem = engine_problem(error)
+        problem.detail, problem.extra = redact(problem.detail), redacted(problem.extra, redact)
+        raise problem from error
 
 
 def _find_idempotent(session: Session, tenant: Tenant, key: str) -> Audit | None:
@@ -121,7 +137,7 @@ def create_audit(
         except ForbiddenCallback as error:
             raise UnprocessableContent(str(error), code="callback_url_forbidden") from None
     config, dataset_root, dataset_id = _engine_config(session, tenant, body)
-    _validate_before_queueing(config, settings.dataset_folder(dataset_root), settings)
+    _validate_before_queueing(config, dataset_root, tenant, settings)
     audit = Audit(
         tenant_id=tenant.id,
         status=AuditStatus.QUEUED,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from datetime import datetime, timedelta
@@ -30,10 +31,22 @@ def hash_token(token: str) -> str:
 LAST_USE_RESOLUTION = timedelta(minutes=1)
 
 
+# A tenant's name is its folder under the model and data roots: one plain path component.
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def create_api_key(
     session: Session, tenant_name: str, *, expires_at: datetime | None = None
 ) -> tuple[ApiKey, str]:
-    """A new key for `tenant_name` (created if new); the token is returned here only."""
+    """A new key for `tenant_name` (created if new); the token is returned here only.
+
+    Raises `ValueError` for a name that cannot be a folder name (see `TENANT_NAME`).
+    """
+    if not TENANT_NAME.fullmatch(tenant_name) or tenant_name in (".", ".."):
+        raise ValueError(
+            f"tenant name {tenant_name!r} must be 1-64 letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit: it names the tenant's folder"
+        )
     tenant = session.scalars(select(Tenant).where(Tenant.name == tenant_name)).one_or_none()
     if tenant is None:
         tenant = Tenant(name=tenant_name)

@@ -182,6 +182,9 @@ def _keys_create(args: argparse.Namespace) -> int:
         with database.transaction() as session:
             api_key, token = create_api_key(session, args.tenant, expires_at=expires_at)
             prefix = api_key.display_prefix
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
     finally:
         database.dispose()
     print(token)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 
 import anyio
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.auth import needs_use_recorded, record_key_use, usable_key
 from service.db import Database
-from service.problems import problem_response
+from service.problems import DATABASE_UNAVAILABLE, overloaded_response, problem_response
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,15 @@ class ApiKeyGate:
     """
 
     def __init__(
-        self, app: ASGIApp, *, database: Database, protected_prefixes: tuple[str, ...]
+        self,
+        app: ASGIApp,
+        *,
+        database: Database,
+        protected_prefixes: tuple[str, ...],
+        retry_after_s: int,
     ) -> None:
         self.app = app
+        self.retry_after_s = retry_after_s
         self.database = database
         self.protected_prefixes = protected_prefixes
 
@@ -49,7 +56,19 @@ class ApiKeyGate:
                 "missing API key: send `Authorization: Bearer <key>`", scope, receive, send
             )
             return
-        if not await anyio.to_thread.run_sync(self._accept, token):
+        try:
+            accepted = await anyio.to_thread.run_sync(self._accept, token)
+        except OperationalError as error:
+            # As the routes answer it (see `service.problems`): transient, 503, host unsaid.
+            logger.warning("database unavailable: %s", error.orig or error)
+            response = overloaded_response(
+                "the database is busy or unreachable; retry shortly",
+                retry_after_s=self.retry_after_s,
+                code=DATABASE_UNAVAILABLE,
+            )
+            await response(scope, receive, send)
+            return
+        if not accepted:
             await self._refuse("invalid, revoked or expired API key", scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -143,13 +143,13 @@ async def _render_problem(_request: Request, exc: Problem) -> JSONResponse:
     )
 
 
-def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+def redacted(value: Any, redact: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {key: _redacted(item, redact) for key, item in value.items()}
+        return {key: redacted(item, redact) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_redacted(item, redact) for item in value]
+        return [redacted(item, redact) for item in value]
     return value
 
 
@@ -158,7 +158,7 @@ async def _render_engine_error(request: Request, exc: TrustdiffError) -> JSONRes
     settings = getattr(request.app.state, "settings", None)
     if settings is not None:
         problem.detail = settings.redact_paths(problem.detail)
-        problem.extra = _redacted(problem.extra, settings.redact_paths)
+        problem.extra = redacted(problem.extra, settings.redact_paths)
     return await _render_problem(request, problem)
 
 

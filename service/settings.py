@@ -45,11 +45,15 @@ class Settings(BaseSettings):
     )
     model_root: Path = Field(
         default_factory=lambda data: data["home"] / "models",
-        description="Checkpoint paths in requests are resolved under this folder.",
+        description="Each tenant's checkpoint paths resolve under `<model root>/<tenant>/`.",
     )
     data_root: Path = Field(
         default_factory=lambda data: data["home"] / "data",
-        description="Dataset paths in requests are resolved under this folder.",
+        description="Each tenant's dataset paths resolve under `<data root>/<tenant>/`.",
+    )
+    shared_model_root: Path | None = Field(
+        default=None,
+        description="Checkpoints every tenant may use, read-only, as `shared/<path>`.",
     )
     upload_dir: Path = Field(
         default_factory=lambda data: data["home"] / "uploads",
@@ -179,22 +183,39 @@ class Settings(BaseSettings):
     def is_embedded_database(self) -> bool:
         return self.database_url.startswith("sqlite")
 
-    def dataset_folder(self, dataset_root: str) -> Path:
-        """The folder a stored `dataset_root` (`DATA_ROOT` or `UPLOAD_ROOT`) stands for."""
-        return self.upload_dir if dataset_root == UPLOAD_ROOT else self.data_root
+    def tenant_model_root(self, tenant_name: str) -> Path:
+        """The only part of the model root a tenant's checkpoint paths may name."""
+        return self.model_root / tenant_name
 
-    def redact_paths(self, text: str) -> str:
+    def dataset_folder(self, dataset_root: str, tenant_name: str) -> Path:
+        """The folder a stored `dataset_root` (`DATA_ROOT` or `UPLOAD_ROOT`) stands for.
+
+        Uploads are stored under the upload folder by tenant id and looked up by tenant; data
+        root paths are the tenant's own folder of the data root.
+        """
+        return self.upload_dir if dataset_root == UPLOAD_ROOT else self.data_root / tenant_name
+
+    def redact_paths(self, text: str, *, tenant_name: str | None = None) -> str:
         """`text` with this machine's state and root folders named, not spelled out.
 
         Engine errors name the files they refuse by their resolved path; responses and stored
-        error messages show `<model root>/...` instead, so no caller learns the layout.
+        error messages show `<model root>/...` instead, so no caller learns the layout. With
+        `tenant_name`, the tenant's own folders (possibly links elsewhere) are the roots.
         """
-        names = {
-            self.model_root: "<model root>",
-            self.data_root: "<data root>",
-            self.upload_dir: "<uploads>",
-            self.home: "<state folder>",
-        }
+        names: dict[Path, str] = {}
+        if tenant_name is not None:
+            names[self.tenant_model_root(tenant_name)] = "<model root>"
+            names[self.dataset_folder(DATA_ROOT, tenant_name)] = "<data root>"
+        if self.shared_model_root is not None:
+            names[self.shared_model_root] = "<shared models>"
+        names.update(
+            {
+                self.model_root: "<model root>",
+                self.data_root: "<data root>",
+                self.upload_dir: "<uploads>",
+                self.home: "<state folder>",
+            }
+        )
         spellings: dict[str, str] = {}
         for folder, name in names.items():
             for spelling in (str(folder), str(folder.resolve())):

@@ -58,6 +58,18 @@ class TinyAssets:
     def dataset(self) -> Path:
         return self.data_root / "sentiment.jsonl"
 
+    def give_to_tenants(self, base: Path, *tenants: str) -> tuple[Path, Path]:
+        """A model root and a data root under `base` where each tenant's folder holds these
+        assets (as links): the layout the service expects, `<root>/<tenant>/...`."""
+        model_root, data_root = base / "models", base / "data"
+        for tenant in tenants:
+            for root, assets in ((model_root, self.model_root), (data_root, self.data_root)):
+                root.mkdir(parents=True, exist_ok=True)
+                link = root / tenant
+                if not link.exists():
+                    link.symlink_to(assets, target_is_directory=True)
+        return model_root, data_root
+
 
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> TinyAssets:

@@ -92,13 +92,33 @@ def _optional_path(path: str | os.PathLike[str] | None) -> Path | None:
     return None if path is None else Path(path)
 
 
+# Checkpoint paths starting with this name the shared model root, when one is given.
+SHARED_MODELS_PREFIX = "shared/"
+
+
+def _checkpoint_path(
+    path: str, models: Path | None, shared: Path | None, *, what: str
+) -> tuple[Path, Path | None]:
+    """The resolved checkpoint folder and the root it must stay under."""
+    if shared is not None and path.startswith(SHARED_MODELS_PREFIX):
+        relative = path.removeprefix(SHARED_MODELS_PREFIX)
+        return resolve_under_root(relative or ".", shared, what=what), shared.resolve()
+    root = models.resolve() if models is not None else None
+    return resolve_under_root(path, models, what=what), root
+
+
 def validate_audit(
     config: AuditConfig,
     *,
     model_root: str | os.PathLike[str] | None = None,
     data_root: str | os.PathLike[str] | None = None,
+    shared_model_root: str | os.PathLike[str] | None = None,
 ) -> ValidatedAudit:
     """Every check that needs no model, in the order a user fixes them; fast and torch-free.
+
+    Checkpoint paths resolve under `model_root`, or under `shared_model_root` when given and
+    the path starts with `shared/`; every file of a checkpoint must stay under its root too
+    (a weight file symlinked out of it is refused like a folder would be).
 
     Raises `PathOutsideRootError`, `CheckpointError` subclasses, `LabelMismatchError`,
     `DatasetError` (with the bad row) or `ConfigError` (an unrecognisable device string, a
@@ -109,11 +129,16 @@ def validate_audit(
             f"invalid device {config.device!r}: use auto, cpu, cuda, cuda:N, mps or xpu"
         )
     models, data = _optional_path(model_root), _optional_path(data_root)
-    reference_path = resolve_under_root(config.reference.path, models, what="reference checkpoint")
-    candidate_path = resolve_under_root(config.candidate.path, models, what="candidate checkpoint")
+    shared = _optional_path(shared_model_root)
+    reference_path, reference_root = _checkpoint_path(
+        config.reference.path, models, shared, what="reference checkpoint"
+    )
+    candidate_path, candidate_root = _checkpoint_path(
+        config.candidate.path, models, shared, what="candidate checkpoint"
+    )
     dataset_path = resolve_under_root(config.dataset.path, data, what="dataset")
-    reference = inspect_checkpoint(reference_path)
-    candidate = inspect_checkpoint(candidate_path)
+    reference = inspect_checkpoint(reference_path, root=reference_root)
+    candidate = inspect_checkpoint(candidate_path, root=candidate_root)
     column_order = align_label_spaces(reference.labels, candidate.labels, config.label_mapping)
     twin_path = twin = twin_column_order = None
     if config.twin is not None:
@@ -421,6 +446,7 @@ def run_audit(
     *,
     model_root: str | os.PathLike[str] | None = None,
     data_root: str | os.PathLike[str] | None = None,
+    shared_model_root: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
     twin_cache: TwinCache | None = None,
@@ -433,7 +459,8 @@ def run_audit(
     `BatchingEvaluator`, parity and calibration are measured with paired bootstrap intervals,
     the explainers run when `config.explain` asks for instances and methods, and the gate
     judges it all. Relative paths in `config` resolve under `model_root` and `data_root`
-    when given (and may not leave them), else against the working directory.
+    when given (and may not leave them), else against the working directory; `shared/...`
+    checkpoints under `shared_model_root` when given.
 
     `progress(stage, done, total)` is called at the start and end of each stage in
     `STAGES` ("explain" only when explanations run) and per prediction chunk; the explainers
@@ -450,7 +477,12 @@ def run_audit(
     """
     stages = _Stages(progress, should_cancel)
     with stages.stage("validate"):
-        validated = validate_audit(config, model_root=model_root, data_root=data_root)
+        validated = validate_audit(
+            config,
+            model_root=model_root,
+            data_root=data_root,
+            shared_model_root=shared_model_root,
+        )
         fingerprints = (
             fingerprint_checkpoint(validated.reference_path, config.reference.transform),
             fingerprint_checkpoint(validated.candidate_path, config.candidate.transform),

@@ -13,6 +13,7 @@ from trustdiff.errors import (
     CheckpointError,
     CheckpointNotFoundError,
     LabelMismatchError,
+    PathOutsideRootError,
     PickledCheckpointError,
     RemoteCodeError,
 )
@@ -109,7 +110,19 @@ def _refuse_remote_code(path: Path) -> None:
             )
 
 
-def inspect_checkpoint(path: Path, *, allow_pickle: bool = False) -> CheckpointInfo:
+def _refuse_files_outside(path: Path, root: Path) -> None:
+    # The folder was checked against the root; its files can still be symlinks out of it.
+    for child in path.iterdir():
+        if not child.resolve().is_relative_to(root):
+            raise PathOutsideRootError(
+                f"checkpoint file {child.name!r} resolves outside the model root",
+                details={"file": child.name},
+            )
+
+
+def inspect_checkpoint(
+    path: Path, *, allow_pickle: bool = False, root: Path | None = None
+) -> CheckpointInfo:
     """Check that `path` is a loadable, safe Hugging Face classification folder.
 
     Refuses, with the error naming the folder: a missing folder, a missing `config.json` or
@@ -117,12 +130,15 @@ def inspect_checkpoint(path: Path, *, allow_pickle: bool = False) -> CheckpointI
     `*.ckpt`, `*.pkl`) unless `allow_pickle` — even beside safetensors weights, because a
     folder that ships pickles is one a later loader may unpickle (`PickledCheckpointError`);
     an `auto_map` in `config.json`, `tokenizer_config.json` or `preprocessor_config.json`,
-    i.e. anything needing `trust_remote_code` (`RemoteCodeError`).
+    i.e. anything needing `trust_remote_code` (`RemoteCodeError`). With `root` (resolved),
+    a file of the folder that resolves outside it is refused (`PathOutsideRootError`).
     """
     if not path.is_dir():
         raise CheckpointNotFoundError(
             f"checkpoint folder {str(path)!r} does not exist", details={"path": str(path)}
         )
+    if root is not None:
+        _refuse_files_outside(path, root)
     config_path = path / "config.json"
     if not config_path.is_file():
         raise CheckpointNotFoundError(

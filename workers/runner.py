@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from service import transitions
 from service.db import Database
-from service.models import AuditStatus
+from service.models import AuditStatus, Tenant
 from service.problems import NotFound
 from service.settings import Settings
 from service.transitions import InvalidTransition, Progress
@@ -135,7 +135,16 @@ def _with_retries(
     return None
 
 
-def _claim(database: Database, audit_id: uuid.UUID) -> tuple[dict[str, Any], str] | None:
+@dataclass(frozen=True)
+class Claimed:
+    """What a claimed run needs from its row: the stored config and whose folders it reads."""
+
+    config: dict[str, Any]
+    dataset_root: str
+    tenant_name: str
+
+
+def _claim(database: Database, audit_id: uuid.UUID) -> Claimed | None:
     with database.transaction() as session:
         try:
             audit = transitions.start_running(session, audit_id, worker=worker_name())
@@ -143,7 +152,8 @@ def _claim(database: Database, audit_id: uuid.UUID) -> tuple[dict[str, Any], str
             # Redelivered or duplicate messages land here: the row says what is true.
             logger.info("audit %s not started: %s", audit_id, error.detail)
             return None
-        return audit.config, audit.dataset_root
+        tenant = session.get_one(Tenant, audit.tenant_id)
+        return Claimed(audit.config, audit.dataset_root, tenant.name)
 
 
 def _store_outcome(
@@ -225,8 +235,7 @@ def run_audit_job(
     claimed = _claim(database, audit_id)
     if claimed is None:
         return None
-    config_json, dataset_root = claimed
-    stored = _stored_config(config_json, audit_id)
+    stored = _stored_config(claimed.config, audit_id)
     if isinstance(stored, Outcome):
         outcome = stored
     else:
@@ -236,7 +245,8 @@ def run_audit_job(
             audit_id,
             database=database,
             settings=settings,
-            data_root=settings.dataset_folder(dataset_root),
+            tenant_name=claimed.tenant_name,
+            dataset_root=claimed.dataset_root,
         )
     status = _store_outcome(database, audit_id, outcome, settings)
     logger.info("audit %s: %s", audit_id, status)
@@ -278,9 +288,13 @@ def _run_engine(
     *,
     database: Database,
     settings: Settings,
-    data_root: Path,
+    tenant_name: str,
+    dataset_root: str,
 ) -> Outcome:
-    """Run the engine with a heartbeat beside it; every way it can end becomes an Outcome."""
+    """Run the engine with a heartbeat beside it; every way it can end becomes an Outcome.
+
+    Paths resolve under the tenant's own folders, as they did when the audit was accepted.
+    """
     from trustdiff.audit import run_audit
     from trustdiff.twin_cache import TwinCache
 
@@ -294,8 +308,9 @@ def _run_engine(
     try:
         result = run_audit(
             config,
-            model_root=settings.model_root,
-            data_root=data_root,
+            model_root=settings.tenant_model_root(tenant_name),
+            data_root=settings.dataset_folder(dataset_root, tenant_name),
+            shared_model_root=settings.shared_model_root,
             progress=heartbeat.report,
             should_cancel=heartbeat.should_cancel,
             twin_cache=TwinCache(settings.twin_cache_dir),
@@ -310,7 +325,8 @@ def _run_engine(
         )
     except TrustdiffError as error:
         logger.info("audit %s: failed: %s: %s", audit_id, error.code, error.message)
-        return _failed(audit_id, error.code, settings.redact_paths(error.message))
+        message = settings.redact_paths(error.message, tenant_name=tenant_name)
+        return _failed(audit_id, error.code, message)
     except Exception:
         logger.exception("audit %s: unexpected error", audit_id)
         message = (

@@ -63,7 +63,7 @@ def get_current_tenant(
         raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
     tenant = tenant_for_token(session, credentials.credentials)
     if tenant is None:
-        raise Unauthorized("invalid or revoked API key")
+        raise Unauthorized("invalid, revoked or expired API key")
     return tenant
 
 

@@ -91,12 +91,15 @@ def service_env(
 ) -> Iterator[dict[str, str]]:
     """TRUSTDIFF_* variables for this session, set in os.environ (and passed to subprocesses)."""
     home = tmp_path_factory.mktemp("service-home")
+    # Tenants get the fixture assets in their folders when their key is made (`new_api_key`).
+    model_root, data_root = tiny_assets.give_to_tenants(home)
+    FIXTURE_ASSETS[:] = [tiny_assets]
     env = {
         "TRUSTDIFF_HOME": str(home),
         "TRUSTDIFF_DATABASE_URL": postgres_url,
         "TRUSTDIFF_BROKER_URL": redis_url,
-        "TRUSTDIFF_MODEL_ROOT": str(tiny_assets.model_root),
-        "TRUSTDIFF_DATA_ROOT": str(tiny_assets.data_root),
+        "TRUSTDIFF_MODEL_ROOT": str(model_root),
+        "TRUSTDIFF_DATA_ROOT": str(data_root),
         "TRUSTDIFF_UPLOAD_DIR": str(home / "uploads"),
         "TRUSTDIFF_QUEUE": f"trustdiff-test-{secrets.token_hex(4)}",
         "TRUSTDIFF_MAX_UPLOAD_BYTES": str(64 * 1024),
@@ -172,7 +175,19 @@ def live_client(
         yield test_client
 
 
+# The session's fixture assets, once `service_env` built them.
+FIXTURE_ASSETS: list[TinyAssets] = []
+
+
+def give_fixture_assets(tenant: str) -> None:
+    """Put the fixture models and datasets in `tenant`'s folders of the session's roots."""
+    (assets,) = FIXTURE_ASSETS
+    assets.give_to_tenants(Path(os.environ["TRUSTDIFF_HOME"]), tenant)
+
+
 def new_api_key(database: Database, tenant: str) -> str:
+    """A key for `tenant`, whose folders hold the fixture assets."""
+    give_fixture_assets(tenant)
     with database.transaction() as session:
         _key, token = create_api_key(session, tenant)
     return token

@@ -57,10 +57,11 @@ def embedded_env(tmp_path: Path, tiny_assets: TinyAssets) -> dict[str, str]:
         for name, value in os.environ.items()
         if not name.startswith("TRUSTDIFF_") and name not in {"DATABASE_URL", "BROKER_URL"}
     }
+    model_root, data_root = tiny_assets.give_to_tenants(tmp_path / "roots", "laptop")
     env.update(
         TRUSTDIFF_HOME=str(tmp_path / "home"),
-        TRUSTDIFF_MODEL_ROOT=str(tiny_assets.model_root),
-        TRUSTDIFF_DATA_ROOT=str(tiny_assets.data_root),
+        TRUSTDIFF_MODEL_ROOT=str(model_root),
+        TRUSTDIFF_DATA_ROOT=str(data_root),
     )
     return env
 

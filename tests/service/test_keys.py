@@ -124,3 +124,11 @@ def test_a_stalled_body_is_a_408_problem(
     status_line = answer.split(b"\r\n", 1)[0]
     assert status_line.startswith(b"HTTP/1.1 408"), answer[:300]
     assert b"request_timeout" in answer
+
+
+def test_tenant_names_must_be_folder_names(
+    clean_database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("../etc", "a/b", ".", "..", "", "x" * 65, "white space"):
+        code, out, err = keys_cli(capsys, "create", "--tenant", name)
+        assert code == 2 and not out and "tenant name" in err, name

@@ -71,10 +71,11 @@ def embedded_server(
         for name, value in os.environ.items()
         if not name.startswith("TRUSTDIFF_") and name not in {"DATABASE_URL", "BROKER_URL"}
     }
+    model_root, data_root = tiny_assets.give_to_tenants(home / "roots", "ci")
     env.update(
         TRUSTDIFF_HOME=str(home),
-        TRUSTDIFF_MODEL_ROOT=str(tiny_assets.model_root),
-        TRUSTDIFF_DATA_ROOT=str(tiny_assets.data_root),
+        TRUSTDIFF_MODEL_ROOT=str(model_root),
+        TRUSTDIFF_DATA_ROOT=str(data_root),
     )
     url = f"http://127.0.0.1:{free_port()}"
     log_path = home / "serve.log"

@@ -21,7 +21,7 @@ from service.problems import UnprocessableContent
 from service.schemas import AuditCreate
 from service.settings import Settings
 from tests.service.callback_server import CallbackServer
-from tests.service.fixtures import audit_body
+from tests.service.fixtures import audit_body, give_fixture_assets
 from trustdiff.client import verify_callback_signature
 from workers.callbacks import (
     CallbackDeliveryError,
@@ -35,6 +35,7 @@ pytestmark = pytest.mark.services
 
 def failed_audit_with_callback(database: Database, settings: Settings, url: str) -> uuid.UUID:
     with database.transaction() as session:
+        give_fixture_assets("tenant-callbacks")
         create_api_key(session, "tenant-callbacks")
         tenant = session.scalars(select(Tenant).where(Tenant.name == "tenant-callbacks")).one()
         audit, _ = create_audit(
@@ -172,6 +173,7 @@ def test_gateway_refuses_non_public_callback_urls_by_default(
 ) -> None:
     strict = parked_settings.model_copy(update={"callback_allowed_networks": []})
     with parked_database.transaction() as session:
+        give_fixture_assets("tenant-ssrf")
         create_api_key(session, "tenant-ssrf")
         tenant = session.scalars(select(Tenant).where(Tenant.name == "tenant-ssrf")).one()
         with pytest.raises(UnprocessableContent) as refused:

@@ -21,7 +21,7 @@ from service.models import Audit, AuditStatus, Tenant, utc_now
 from service.schemas import AuditCreate
 from service.settings import Settings
 from service.transitions import InvalidTransition
-from tests.service.fixtures import audit_body
+from tests.service.fixtures import audit_body, give_fixture_assets
 from workers.runner import run_audit_job, sweep_stale_audits
 
 pytestmark = pytest.mark.services
@@ -40,6 +40,7 @@ def queued_messages(settings: Settings, redis_url: str) -> list[str]:
 
 def submit(database: Database, settings: Settings, **overrides: Any) -> uuid.UUID:
     with database.transaction() as session:
+        give_fixture_assets("tenant-runner")
         _key, _token = create_api_key(session, "tenant-runner")
         tenant = session.scalars(select(Tenant).where(Tenant.name == "tenant-runner")).one()
         audit, _created = create_audit(
