@@ -142,8 +142,10 @@ def validate_audit(
     column_order = align_label_spaces(reference.labels, candidate.labels, config.label_mapping)
     twin_path = twin = twin_column_order = None
     if config.twin is not None:
-        twin_path = resolve_under_root(config.twin.path, models, what="twin checkpoint")
-        twin = inspect_checkpoint(twin_path)
+        twin_path, twin_root = _checkpoint_path(
+            config.twin.path, models, shared, what="twin checkpoint"
+        )
+        twin = inspect_checkpoint(twin_path, root=twin_root)
         # The twin is the reference's recipe: its labels are the reference's, no mapping.
         twin_column_order = align_label_spaces(reference.labels, twin.labels, None)
     dataset = read_dataset(dataset_path, config.dataset, labels=reference.labels, seed=config.seed)
