@@ -47,11 +47,8 @@ import torch  # noqa: E402
 
 from trustdiff.config import ExplainSettings  # noqa: E402
 from trustdiff.explain import explain_and_align  # noqa: E402
-from trustdiff.explain.runner import (  # noqa: E402
-    DEFAULT_WORKERS,
-    instance_seed,
-    select_instances,
-)
+from trustdiff.explain.instance import instance_seed  # noqa: E402
+from trustdiff.explain.runner import DEFAULT_WORKERS, select_instances  # noqa: E402
 from trustdiff.inference import (  # noqa: E402
     BatchingEvaluator,
     ModelRunner,
@@ -299,9 +296,15 @@ class RecordingEvaluator:
     def runners(self) -> Sequence[ModelRunner]:
         return self.evaluator.runners
 
-    def predict_proba(self, inputs: Sequence[TextInput]) -> list[np.ndarray]:
+    @property
+    def cache_size(self) -> int:
+        return self.evaluator.cache_size
+
+    def predict_proba(
+        self, inputs: Sequence[TextInput], *, runners: Sequence[int] | None = None
+    ) -> list[np.ndarray]:
         self.inputs.update(dict.fromkeys(inputs))
-        return self.evaluator.predict_proba(inputs)
+        return self.evaluator.predict_proba(inputs, runners=runners)
 
 
 @dataclass
@@ -579,7 +582,9 @@ def prepare_workload(
     arguments: argparse.Namespace, runners: tuple[ModelRunner, ModelRunner]
 ) -> Workload:
     texts = load_texts()
-    chosen = select_instances(texts, count=arguments.instances, seed=arguments.seed)
+    chosen = select_instances(
+        texts, count=arguments.instances, seed=arguments.seed, top_k=ExplainSettings().top_k
+    ).indices
     dataset = BenchDataset(inputs=[texts[i] for i in chosen], labels=[0] * len(chosen))
     probabilities = (
         runners[0].predict_proba(dataset.inputs),

@@ -61,6 +61,9 @@ class FakeRunner:
 class FakeEvaluator:
     """`BatchingEvaluator`'s interface over numpy models, recording every requested input."""
 
+    # No cache: nothing is sent ahead, every explainer call reaches the models.
+    cache_size = 0
+
     def __init__(self, *models: BagOfWordsModel, mask_token: str | None = "[MASK]") -> None:
         self.runners = [FakeRunner(model, FakeTokenizer(mask_token)) for model in models]
         self.requests: list[list[TextInput]] = []

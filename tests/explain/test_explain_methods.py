@@ -11,7 +11,7 @@ from lime.lime_text import LimeTextExplainer
 
 from tests.explain.bag_of_words import WEIGHTS, BagOfWordsModel
 from trustdiff.config import Masking, ShapAlgorithm
-from trustdiff.explain.lime_explainer import explain_lime
+from trustdiff.explain.lime_explainer import explain_lime, lime_inputs
 from trustdiff.explain.shap_explainer import GlobalRandomStream, explain_shap, word_partition_tree
 from trustdiff.explain.words import WordFeatures
 from trustdiff.metrics.alignment import top_k_features
@@ -148,6 +148,37 @@ def test_lime_equals_a_direct_lime_text_explainer_call(masking: Masking, mask_st
         mask_token="[MASK]",
     )
     np.testing.assert_allclose(engine.scores_of(1), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("value", "num_samples", "seed", "masking"),
+    [
+        (TEXT, 250, 11, "remove"),
+        ("one", 30, 0, "mask_token"),
+        ("two words", 40, 2**32 - 1, "remove"),
+        (("good film , really", "bad plot"), 120, 7, "mask_token"),
+    ],
+)
+def test_lime_inputs_are_exactly_what_lime_sends(
+    value: TextInput, num_samples: int, seed: int, masking: Masking
+) -> None:
+    """The inputs computed ahead are the lime library's own draws, in its order."""
+    features = WordFeatures.from_input(value)
+    model = BagOfWordsModel()
+    explain_lime(
+        features,
+        joint(model, model),
+        columns=(1,),
+        num_samples=num_samples,
+        seed=seed,
+        masking=masking,
+        mask_token="[MASK]",
+    )
+    ahead = lime_inputs(
+        features, num_samples=num_samples, seed=seed, masking=masking, mask_token="[MASK]"
+    )
+    assert len(ahead) == num_samples
+    assert model.seen == ahead + ahead  # joint() asks the same model twice
 
 
 def test_pair_partition_tree_joins_segments_at_the_root() -> None:

@@ -12,8 +12,9 @@ from tests.explain.bag_of_words import BagOfWordsModel, FakeEvaluator, SimpleDat
 from trustdiff.config import ExplainMethod, ExplainSettings
 from trustdiff.explain import registry
 from trustdiff.explain.attributions import WordAttributions
+from trustdiff.explain.instance import explain_instance, instance_seed
 from trustdiff.explain.registry import EXPLAINERS, Explainer, get_explainer
-from trustdiff.explain.runner import explain_and_align, explain_instance, instance_seed
+from trustdiff.explain.runner import explain_and_align
 from trustdiff.explain.words import WordFeatures
 
 if TYPE_CHECKING:

@@ -18,7 +18,8 @@ from tests.explain.bag_of_words import (
 from trustdiff.config import ExplainSettings
 from trustdiff.errors import AuditCancelledError, ConfigError
 from trustdiff.explain import explain_and_align
-from trustdiff.explain.runner import instance_seed, select_instances
+from trustdiff.explain.instance import instance_seed
+from trustdiff.explain.runner import select_instances
 from trustdiff.inference import TextInput
 from trustdiff.metrics.alignment import ALIGNMENT_METRICS
 from trustdiff.result import Explanation, MethodAlignment

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from tests.tiny_models import BINARY_LABELS, NEGATIVE_WORDS, POSITIVE_WORDS
 from trustdiff.config import DatasetSpec, ExplainSettings
 from trustdiff.datasets import read_dataset
 from trustdiff.explain import explain_and_align
-from trustdiff.inference import BatchingEvaluator, ModelRunner, load_model_runner
+from trustdiff.inference import BatchingEvaluator, ModelRunner, TextInput, load_model_runner
 from trustdiff.metrics.alignment import ALIGNMENT_METRICS, top_k_features
 from trustdiff.result import Explanation, MethodAlignment
 
@@ -28,7 +30,11 @@ def runners(tiny_assets: TinyAssets) -> tuple[ModelRunner, ModelRunner]:
 
 
 def run(
-    evaluator: BatchingEvaluator, tiny_assets: TinyAssets, settings: ExplainSettings
+    evaluator: BatchingEvaluator,
+    tiny_assets: TinyAssets,
+    settings: ExplainSettings,
+    *,
+    workers: int = 4,
 ) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
     data = read_dataset(
         tiny_assets.dataset, DatasetSpec(path="sentiment.jsonl"), labels=list(BINARY_LABELS)
@@ -44,6 +50,7 @@ def run(
         seed=0,
         progress=None,
         should_cancel=None,
+        workers=workers,
     )
 
 
@@ -68,6 +75,61 @@ def test_tiny_bert_reference_against_perturbed(
     # Perturbations repeat within and across methods and runs: the cache absorbs them.
     stats = evaluator.stats
     assert stats.unique_inputs_forwarded < stats.requested_inputs
+
+
+class SendAheadSwitch:
+    """A `BatchingEvaluator` that can hide its cache from the explainers (nothing is then sent
+    ahead) and counts the calls that reached the models."""
+
+    def __init__(self, evaluator: BatchingEvaluator, *, send_ahead: bool) -> None:
+        self.evaluator = evaluator
+        self.send_ahead = send_ahead
+        self.forwarding_calls = 0
+
+    @property
+    def runners(self) -> list[ModelRunner]:
+        return self.evaluator.runners
+
+    @property
+    def cache_size(self) -> int:
+        return self.evaluator.cache_size if self.send_ahead else 0
+
+    def predict_proba(
+        self, inputs: Sequence[TextInput], *, runners: Sequence[int] | None = None
+    ) -> list[np.ndarray]:
+        forwarded = self.evaluator.stats.unique_inputs_forwarded
+        result = self.evaluator.predict_proba(inputs, runners=runners)
+        self.forwarding_calls += self.evaluator.stats.unique_inputs_forwarded > forwarded
+        return result
+
+
+def test_lime_samples_sent_ahead_change_no_attribution_and_save_calls(
+    runners: tuple[ModelRunner, ModelRunner], tiny_assets: TinyAssets
+) -> None:
+    settings = SETTINGS.model_copy(update={"methods": ("lime",)})
+    outcomes = {}
+    for send_ahead in (False, True):
+        evaluator = SendAheadSwitch(BatchingEvaluator(list(runners)), send_ahead=send_ahead)
+        # Two workers for four instances: without sending ahead, two rounds of calls.
+        outcome = run(evaluator, tiny_assets, settings, workers=2)  # type: ignore[arg-type]
+        outcomes[send_ahead] = (outcome, evaluator)
+    (before, plain), (after, ahead) = outcomes[False], outcomes[True]
+    assert set(after[1]) == set(before[1])
+    for index, explanation in after[1].items():
+        expected, actual = before[1][index].lime, explanation.lime
+        assert expected is not None and actual is not None
+        for field in ("reference", "candidate", "reference_rerun"):
+            # float32 forwards of the same input in other batches round differently (~1e-7).
+            np.testing.assert_allclose(
+                getattr(actual, field), getattr(expected, field), rtol=1e-6, atol=1e-8
+            )
+    # Ahead: the dataset, then one call per model selection (first run, re-run); the
+    # explainers' own calls all find their inputs in the cache. Without: two per round.
+    assert ahead.forwarding_calls == 3
+    assert plain.forwarding_calls == 5
+    stats, plain_stats = ahead.evaluator.stats, plain.evaluator.stats
+    assert stats.unique_inputs_forwarded == plain_stats.unique_inputs_forwarded
+    assert stats.batches < plain_stats.batches
 
 
 def test_tiny_bert_against_itself_aligns_perfectly(

@@ -14,6 +14,7 @@ from trustdiff.explain.words import WordFeatures
 
 if TYPE_CHECKING:
     from trustdiff.explain.words import PredictFunction
+    from trustdiff.inference import TextInput
 
 # LIME is handed a stand-in document of d "1" words. With bow=False it hides a word by writing
 # `mask_string` in its place, so each perturbed stand-in reads as the keep-mask itself ("1 0 1")
@@ -22,6 +23,37 @@ if TYPE_CHECKING:
 # the real text with `split_expression=r"\s+"`, `bow=False`.
 _KEPT = "1"
 _HIDDEN = "0"
+
+
+def lime_keep_masks(d: int, *, num_samples: int, seed: int) -> NDArray[np.bool_]:
+    """The keep-masks LIME evaluates for d words, shape (num_samples, d), row 0 all kept.
+
+    The draws of lime 0.2.0.1's `LimeTextExplainer` seeded with `seed` (its private
+    `__data_labels_distances`): a `RandomState(seed)` draws num_samples − 1 sizes in
+    [1, d], then for each hides `size` distinct words (`choice(range(d), size,
+    replace=False)`). They depend on nothing but d, the sample count and the seed, which is
+    what lets every LIME input be evaluated before LIME runs (`inputs_ahead`); a test holds
+    them equal to what LIME asks for.
+    """
+    random_state = np.random.RandomState(seed)
+    sizes = random_state.randint(1, d + 1, num_samples - 1)
+    masks = np.ones((num_samples, d), dtype=bool)
+    for row, size in enumerate(sizes, start=1):
+        masks[row, random_state.choice(range(d), size, replace=False)] = False
+    return masks
+
+
+def lime_inputs(
+    features: WordFeatures,
+    *,
+    num_samples: int,
+    seed: int,
+    masking: Masking = "remove",
+    mask_token: str | None = None,
+) -> list[TextInput]:
+    """Every input `explain_lime` with these arguments sends to `predict`, in its order."""
+    keep = lime_keep_masks(len(features), num_samples=num_samples, seed=seed)
+    return features.compose_many(keep, masking=masking, mask_token=mask_token)
 
 
 def explain_lime(

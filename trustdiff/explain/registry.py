@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from trustdiff.config import ExplainSettings
 from trustdiff.explain.attributions import WordAttributions
-from trustdiff.explain.lime_explainer import explain_lime
+from trustdiff.explain.lime_explainer import explain_lime, lime_inputs
 from trustdiff.explain.shap_explainer import explain_shap
 from trustdiff.explain.words import WordFeatures
 
 if TYPE_CHECKING:
     from trustdiff.explain.words import PredictFunction
+    from trustdiff.inference import TextInput
+
+# features, settings, seed, mask token -> the inputs a method will send, in its order.
+InputsAhead = Callable[[WordFeatures, ExplainSettings, int, "str | None"], "list[TextInput]"]
 
 
 class Explain(Protocol):
@@ -42,6 +46,9 @@ class Explainer:
     depends on the explained outputs (Partition SHAP expands the coalitions where any
     explained column changes most): then a model explained beside another is not explained
     as it would be alone, so the twin gets its own run beside the reference.
+    `inputs_ahead(features, settings, seed, mask_token)`, when set, gives every input one
+    run will send, known before any model output (LIME's samples), so they can be evaluated
+    ahead of the run in big calls whose results the run's own calls find in the cache.
     """
 
     name: str
@@ -49,6 +56,7 @@ class Explainer:
     explain: Explain
     describe: Callable[[ExplainSettings], dict[str, object]]
     perturbations_follow_outputs: Callable[[ExplainSettings], bool] = lambda settings: False
+    inputs_ahead: InputsAhead | None = None
 
 
 def _explain_with_lime(
@@ -64,6 +72,18 @@ def _explain_with_lime(
         features,
         predict,
         columns=columns,
+        num_samples=settings.lime_samples,
+        seed=seed,
+        masking=settings.masking,
+        mask_token=mask_token,
+    )
+
+
+def _lime_inputs_ahead(
+    features: WordFeatures, settings: ExplainSettings, seed: int, mask_token: str | None
+) -> list[TextInput]:
+    return lime_inputs(
+        features,
         num_samples=settings.lime_samples,
         seed=seed,
         masking=settings.masking,
@@ -100,6 +120,7 @@ EXPLAINERS: dict[str, Explainer] = {
             seed_id=0,
             explain=_explain_with_lime,
             describe=lambda settings: {"samples": settings.lime_samples},
+            inputs_ahead=_lime_inputs_ahead,
         ),
         Explainer(
             name="shap",

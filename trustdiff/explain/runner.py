@@ -11,7 +11,14 @@ from numpy.typing import ArrayLike, NDArray
 
 from trustdiff.config import ExplainMethod, ExplainSettings
 from trustdiff.errors import ConfigError
-from trustdiff.explain.lockstep import Models, ModelsPredict, run_in_lockstep
+from trustdiff.explain.ahead import explain_in_waves
+from trustdiff.explain.instance import (
+    CANDIDATE,
+    REFERENCE,
+    InstanceAttributions,
+    RowExplainer,
+)
+from trustdiff.explain.lockstep import Models, ModelsPredict
 from trustdiff.explain.registry import get_explainer
 from trustdiff.explain.words import WordFeatures
 from trustdiff.metrics.alignment import ALIGNMENT_METRICS, alignment_metrics, summarize_metric
@@ -49,6 +56,11 @@ class Evaluator(Protocol):
     @property
     def runners(self) -> Sequence[Any]: ...
 
+    @property
+    def cache_size(self) -> int:
+        """Distinct inputs whose results the evaluator remembers; 0 when it has no cache."""
+        ...
+
     def predict_proba(
         self, inputs: Sequence[TextInput], *, runners: Sequence[int] | None = None
     ) -> list[NDArray[np.float64]]: ...
@@ -64,35 +76,10 @@ class ExplainedDataset(Protocol):
     def labels(self) -> list[int]: ...
 
 
-REFERENCE, CANDIDATE, TWIN = 0, 1, 2
 # Re-run equal to the first run within this relative tolerance: a deterministic explainer
 # (summation order may differ when the coalitions are reached in another order).
 DETERMINISTIC_RTOL = 1e-9
 DETERMINISTIC_ATOL = 1e-12
-
-
-@dataclass(frozen=True)
-class InstanceAttributions:
-    """One method's attributions for one instance, each of shape (d,).
-
-    `reference` and `candidate` come from the first run (seed A, shared perturbations);
-    `reference_rerun` from the reference explained alone with seed B; `twin` from seed A,
-    in the candidate's run, or — when the method's perturbations follow the explained
-    outputs — in a run of its own beside the reference, whose attributions are
-    `twin_reference`.
-    """
-
-    reference: NDArray[np.float64]
-    candidate: NDArray[np.float64]
-    reference_rerun: NDArray[np.float64] | None
-    twin: NDArray[np.float64] | None = None
-    twin_reference: NDArray[np.float64] | None = None
-
-
-def instance_seed(seed: int, index: int, method: ExplainMethod, run: int) -> int:
-    """The explainer seed of (audit seed, dataset row, method, run); run 1 is the noise floor."""
-    sequence = np.random.SeedSequence([seed, index, get_explainer(method).seed_id, run])
-    return int(sequence.generate_state(1, dtype=np.uint32)[0])
 
 
 def models_predict(evaluator: Evaluator) -> ModelsPredict:
@@ -111,67 +98,6 @@ def joint_predict(evaluator: Evaluator) -> PredictFunction:
         return np.hstack(evaluator.predict_proba(inputs, runners=(REFERENCE, CANDIDATE)))
 
     return predict
-
-
-def explain_instance(
-    features: WordFeatures,
-    predict: ModelsPredict,
-    *,
-    method: ExplainMethod,
-    settings: ExplainSettings,
-    n_classes: int,
-    reference_target: int,
-    candidate_target: int,
-    seed: int,
-    rerun_seed: int | None,
-    mask_token: str | None,
-    twin_target: int | None = None,
-) -> InstanceAttributions:
-    """Explain one instance with one method: both models, optionally the twin and a re-run.
-
-    `predict(inputs, models)` returns the selected models' (n, K) probabilities side by side
-    (model 0 the reference, 1 the candidate, 2 the twin). The first run explains reference
-    and candidate (and the twin, when `twin_target` is given) on the same perturbations with
-    `seed`; the re-run explains the reference alone with `rerun_seed`, so only the reference
-    is forwarded for it, and repeated perturbations are answered by the evaluator's cache.
-    """
-    explainer = get_explainer(method)
-
-    def run(models: tuple[int, ...], targets: tuple[int, ...], run_seed: int) -> list[NDArray]:
-        columns = tuple(position * n_classes + t for position, t in enumerate(targets))
-
-        def selected(inputs: list[TextInput]) -> NDArray[np.float64]:
-            return predict(inputs, models)
-
-        attributions = explainer.explain(
-            features,
-            selected,
-            columns=columns,
-            settings=settings,
-            seed=run_seed,
-            mask_token=mask_token,
-        )
-        return [attributions.scores_of(column) for column in columns]
-
-    twin = twin_reference = None
-    if twin_target is not None and not explainer.perturbations_follow_outputs(settings):
-        reference, candidate, twin = run(
-            (REFERENCE, CANDIDATE, TWIN), (reference_target, candidate_target, twin_target), seed
-        )
-    else:
-        reference, candidate = run(
-            (REFERENCE, CANDIDATE), (reference_target, candidate_target), seed
-        )
-        if twin_target is not None:
-            twin_reference, twin = run((REFERENCE, TWIN), (reference_target, twin_target), seed)
-    rerun = None if rerun_seed is None else run((REFERENCE,), (reference_target,), rerun_seed)[0]
-    return InstanceAttributions(
-        reference=reference,
-        candidate=candidate,
-        reference_rerun=rerun,
-        twin=twin,
-        twin_reference=twin_reference,
-    )
 
 
 @dataclass(frozen=True)
@@ -289,7 +215,7 @@ def explain_and_align(
         progress("explain", 0, len(indices))
     if not indices:
         return {}, {}
-    explain_row = _RowExplainer(
+    explain_row = RowExplainer(
         inputs=dataset.inputs,
         methods=methods,
         settings=settings,
@@ -298,10 +224,11 @@ def explain_and_align(
         mask_token=reference_mask_token(evaluator) if settings.masking == "mask_token" else None,
         targets=_targets_by_row(indices, reference, candidate, twin, dataset.labels, settings),
     )
-    results = run_in_lockstep(
+    results = explain_in_waves(
         explain_row,
         indices,
         models_predict(evaluator),
+        cache_size=evaluator.cache_size,
         workers=workers,
         progress=progress,
         should_cancel=should_cancel,
@@ -355,41 +282,6 @@ def _targets_by_row(
     return {index: targets(index) for index in indices}
 
 
-@dataclass(frozen=True)
-class _RowExplainer:
-    """Explains one dataset row with every method, on the predict function it is handed."""
-
-    inputs: Sequence[TextInput]
-    methods: Sequence[ExplainMethod]
-    settings: ExplainSettings
-    n_classes: int
-    seed: int
-    mask_token: str | None
-    # Dataset row -> the (reference, candidate, twin or None) class explained there.
-    targets: dict[int, tuple[int, int, int | None]]
-
-    def __call__(self, predict: ModelsPredict, index: int) -> dict[str, InstanceAttributions]:
-        features = WordFeatures.from_input(self.inputs[index])
-        noise_floor = self.settings.noise_floor
-        reference_target, candidate_target, twin_target = self.targets[index]
-        return {
-            method: explain_instance(
-                features,
-                predict,
-                method=method,
-                settings=self.settings,
-                n_classes=self.n_classes,
-                reference_target=reference_target,
-                candidate_target=candidate_target,
-                twin_target=twin_target,
-                seed=instance_seed(self.seed, index, method, 0),
-                rerun_seed=instance_seed(self.seed, index, method, 1) if noise_floor else None,
-                mask_token=self.mask_token,
-            )
-            for method in self.methods
-        }
-
-
 def _is_deterministic(attributions: Sequence[InstanceAttributions]) -> bool:
     """True when every instance was re-run and every re-run equals its first run."""
     return all(
@@ -441,7 +333,7 @@ def _method_rows(pairs: Sequence[InstanceAttributions], *, top_k: int) -> _Metho
 
 
 def _aligned(
-    explain_row: _RowExplainer,
+    explain_row: RowExplainer,
     results: dict[int, dict[str, InstanceAttributions]],
     *,
     labels: list[str],
@@ -468,7 +360,7 @@ def _aligned(
 
 
 def _explanation(
-    explain_row: _RowExplainer,
+    explain_row: RowExplainer,
     index: int,
     attributions: dict[str, InstanceAttributions],
     rows: dict[str, _MethodRows],

@@ -1,0 +1,179 @@
+"""One instance explained with one method: both models on shared perturbations, the twin, the
+re-run; and which models each run needs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from trustdiff.config import ExplainMethod, ExplainSettings
+from trustdiff.explain.lockstep import ModelsPredict
+from trustdiff.explain.registry import get_explainer
+from trustdiff.explain.words import WordFeatures
+
+if TYPE_CHECKING:
+    from trustdiff.inference import TextInput
+
+REFERENCE, CANDIDATE, TWIN = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class InstanceAttributions:
+    """One method's attributions for one instance, each of shape (d,).
+
+    `reference` and `candidate` come from the first run (seed A, shared perturbations);
+    `reference_rerun` from the reference explained alone with seed B; `twin` from seed A,
+    in the candidate's run, or — when the method's perturbations follow the explained
+    outputs — in a run of its own beside the reference, whose attributions are
+    `twin_reference`.
+    """
+
+    reference: NDArray[np.float64]
+    candidate: NDArray[np.float64]
+    reference_rerun: NDArray[np.float64] | None
+    twin: NDArray[np.float64] | None = None
+    twin_reference: NDArray[np.float64] | None = None
+
+
+def instance_seed(seed: int, index: int, method: ExplainMethod, run: int) -> int:
+    """The explainer seed of (audit seed, dataset row, method, run); run 1 is the noise floor."""
+    sequence = np.random.SeedSequence([seed, index, get_explainer(method).seed_id, run])
+    return int(sequence.generate_state(1, dtype=np.uint32)[0])
+
+
+def explain_instance(
+    features: WordFeatures,
+    predict: ModelsPredict,
+    *,
+    method: ExplainMethod,
+    settings: ExplainSettings,
+    n_classes: int,
+    reference_target: int,
+    candidate_target: int,
+    seed: int,
+    rerun_seed: int | None,
+    mask_token: str | None,
+    twin_target: int | None = None,
+) -> InstanceAttributions:
+    """Explain one instance with one method: both models, optionally the twin and a re-run.
+
+    `predict(inputs, models)` returns the selected models' (n, K) probabilities side by side
+    (model 0 the reference, 1 the candidate, 2 the twin). The first run explains reference
+    and candidate (and the twin, when `twin_target` is given) on the same perturbations with
+    `seed`; the re-run explains the reference alone with `rerun_seed`, so only the reference
+    is forwarded for it, and repeated perturbations are answered by the evaluator's cache.
+    """
+    explainer = get_explainer(method)
+    target_of = {REFERENCE: reference_target, CANDIDATE: candidate_target}
+    if twin_target is not None:
+        target_of[TWIN] = twin_target
+
+    def run(models: tuple[int, ...], run_seed: int) -> list[NDArray]:
+        columns = tuple(
+            position * n_classes + target_of[model] for position, model in enumerate(models)
+        )
+
+        def selected(inputs: list[TextInput]) -> NDArray[np.float64]:
+            return predict(inputs, models)
+
+        attributions = explainer.explain(
+            features,
+            selected,
+            columns=columns,
+            settings=settings,
+            seed=run_seed,
+            mask_token=mask_token,
+        )
+        return [attributions.scores_of(column) for column in columns]
+
+    runs = [
+        run(models, seed)
+        for models in first_run_models(method, settings, twin=twin_target is not None)
+    ]
+    reference, candidate = runs[0][:2]
+    twin = runs[0][2] if len(runs[0]) == 3 else None
+    twin_reference = None
+    if len(runs) == 2:
+        twin_reference, twin = runs[1]
+    rerun = None if rerun_seed is None else run((REFERENCE,), rerun_seed)[0]
+    return InstanceAttributions(
+        reference=reference,
+        candidate=candidate,
+        reference_rerun=rerun,
+        twin=twin,
+        twin_reference=twin_reference,
+    )
+
+
+def first_run_models(
+    method: ExplainMethod, settings: ExplainSettings, *, twin: bool
+) -> tuple[tuple[int, ...], ...]:
+    """The model selections of an instance's seed-A runs, in the order they run.
+
+    Reference and candidate always share one run; the twin joins it, unless the method's
+    perturbations follow the explained outputs: then it runs beside the reference alone.
+    """
+    if not twin:
+        return ((REFERENCE, CANDIDATE),)
+    if get_explainer(method).perturbations_follow_outputs(settings):
+        return ((REFERENCE, CANDIDATE), (REFERENCE, TWIN))
+    return ((REFERENCE, CANDIDATE, TWIN),)
+
+
+@dataclass(frozen=True)
+class RowExplainer:
+    """Explains one dataset row with every method, on the predict function it is handed."""
+
+    inputs: Sequence[TextInput]
+    methods: Sequence[ExplainMethod]
+    settings: ExplainSettings
+    n_classes: int
+    seed: int
+    mask_token: str | None
+    # Dataset row -> the (reference, candidate, twin or None) class explained there.
+    targets: dict[int, tuple[int, int, int | None]]
+
+    def __call__(self, predict: ModelsPredict, index: int) -> dict[str, InstanceAttributions]:
+        features = WordFeatures.from_input(self.inputs[index])
+        noise_floor = self.settings.noise_floor
+        reference_target, candidate_target, twin_target = self.targets[index]
+        return {
+            method: explain_instance(
+                features,
+                predict,
+                method=method,
+                settings=self.settings,
+                n_classes=self.n_classes,
+                reference_target=reference_target,
+                candidate_target=candidate_target,
+                twin_target=twin_target,
+                seed=instance_seed(self.seed, index, method, 0),
+                rerun_seed=instance_seed(self.seed, index, method, 1) if noise_floor else None,
+                mask_token=self.mask_token,
+            )
+            for method in self.methods
+        }
+
+    def inputs_ahead(self, index: int) -> dict[tuple[int, ...], list[TextInput]]:
+        """The inputs row `index`'s runs will send that no model output decides, by the model
+        selection that will ask for them (LIME's samples; nothing of the other methods)."""
+        features = WordFeatures.from_input(self.inputs[index])
+        twin = self.targets[index][2] is not None
+        requests: dict[tuple[int, ...], list[TextInput]] = {}
+        for method in self.methods:
+            inputs_ahead = get_explainer(method).inputs_ahead
+            if inputs_ahead is None:
+                continue
+            seed = instance_seed(self.seed, index, method, 0)
+            first = inputs_ahead(features, self.settings, seed, self.mask_token)
+            for models in first_run_models(method, self.settings, twin=twin):
+                requests.setdefault(models, []).extend(first)
+            if self.settings.noise_floor:
+                rerun_seed = instance_seed(self.seed, index, method, 1)
+                rerun = inputs_ahead(features, self.settings, rerun_seed, self.mask_token)
+                requests.setdefault((REFERENCE,), []).extend(rerun)
+        return requests
