@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -35,6 +35,7 @@ def run(
     settings: ExplainSettings,
     *,
     workers: int = 4,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
     data = read_dataset(
         tiny_assets.dataset, DatasetSpec(path="sentiment.jsonl"), labels=list(BINARY_LABELS)
@@ -48,7 +49,7 @@ def run(
         settings=settings,
         labels=list(BINARY_LABELS),
         seed=0,
-        progress=None,
+        progress=progress,
         should_cancel=None,
         workers=workers,
     )
@@ -130,6 +131,29 @@ def test_lime_samples_sent_ahead_change_no_attribution_and_save_calls(
     stats, plain_stats = ahead.evaluator.stats, plain.evaluator.stats
     assert stats.unique_inputs_forwarded == plain_stats.unique_inputs_forwarded
     assert stats.batches < plain_stats.batches
+
+
+def test_a_small_cache_sends_lime_samples_ahead_wave_by_wave(
+    runners: tuple[ModelRunner, ModelRunner], tiny_assets: TinyAssets
+) -> None:
+    settings = SETTINGS.model_copy(update={"methods": ("lime",)})
+    # Up to 2 × 80 distinct LIME inputs per instance, and half of 400 is for those: several
+    # waves.
+    evaluator = SendAheadSwitch(BatchingEvaluator(list(runners), cache_size=400), send_ahead=True)
+    events: list[tuple[str, int, int]] = []
+    _, explanations = run(
+        evaluator,  # type: ignore[arg-type]
+        tiny_assets,
+        settings,
+        progress=lambda *event: events.append(event),
+    )
+    assert len(explanations) == 4
+    # The dataset, then per wave its first runs' and its re-runs' inputs, and nothing else:
+    # the explainers' own calls find everything in the cache.
+    waves, odd = divmod(evaluator.forwarding_calls - 1, 2)
+    assert waves > 1 and odd == 0
+    assert [done for _, done, _ in events] == [0, 1, 2, 3, 4]
+    assert {total for _, _, total in events} == {4}
 
 
 def test_tiny_bert_against_itself_aligns_perfectly(
