@@ -21,10 +21,12 @@ from service.callback_urls import ForbiddenCallback, check_callback_url
 from service.jobs import RUN_AUDIT_TASK, enqueue_after_commit
 from service.models import Audit, AuditStatus, Dataset, Tenant
 from service.problems import Conflict, UnprocessableContent, engine_problem, redacted
+from service.quotas import check_concurrent_audits, check_work_quotas, refuse_over_quota
 from service.schemas import AuditCreate
 from service.settings import DATA_ROOT, UPLOAD_ROOT, Settings
 from trustdiff.config import AuditConfig, DatasetSpec
 from trustdiff.errors import TrustdiffError
+from trustdiff.paths import resolve_under_root
 
 
 def canonical_sha256(document: Any) -> str:
@@ -76,12 +78,28 @@ def _validate_before_queueing(
     # gateway's import stays light even if the engine package grows.
     from trustdiff.audit import validate_audit
 
+    data_root = settings.dataset_folder(dataset_root, tenant.name)
     try:
-        validate_audit(
+        # Sized before it is read: validation reads every row of the file.
+        dataset_path = resolve_under_root(config.dataset.path, data_root, what="dataset")
+        if dataset_path.is_file():
+            refuse_over_quota(
+                "the dataset file's size in bytes",
+                dataset_path.stat().st_size,
+                settings.max_upload_bytes,
+                "max_upload_bytes",
+            )
+        validated = validate_audit(
             config,
             model_root=settings.tenant_model_root(tenant.name),
-            data_root=settings.dataset_folder(dataset_root, tenant.name),
+            data_root=data_root,
             shared_model_root=settings.shared_model_root,
+        )
+        refuse_over_quota(
+            "the number of dataset rows the audit reads",
+            len(validated.dataset),
+            settings.max_dataset_rows,
+            "max_dataset_rows",
         )
     except TrustdiffError as error:
         redact = partial(settings.redact_paths, tenant_name=tenant.name)
@@ -137,6 +155,8 @@ def create_audit(
         except ForbiddenCallback as error:
             raise UnprocessableContent(str(error), code="callback_url_forbidden") from None
     config, dataset_root, dataset_id = _engine_config(session, tenant, body)
+    check_work_quotas(config, settings)
+    check_concurrent_audits(session, tenant, settings)
     _validate_before_queueing(config, dataset_root, tenant, settings)
     audit = Audit(
         tenant_id=tenant.id,

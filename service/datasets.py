@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.models import Dataset, Tenant
 from service.problems import PayloadTooLarge, UnprocessableContent
+from service.quotas import refuse_over_quota
 from service.settings import Settings
 from trustdiff.config import DatasetSpec
 from trustdiff.datasets import DatasetFormat, dataset_format, validate_dataset_file
@@ -77,6 +78,10 @@ def store_dataset(
         summary = validate_dataset_file(
             temporary_path, spec.model_copy(update={"format": file_format})
         )
+        refuse_over_quota("the dataset's row count", summary.rows, settings.max_dataset_rows,
+                          "max_dataset_rows")  # fmt: skip
+        refuse_over_quota("the dataset's column count", len(summary.fields),
+                          settings.max_dataset_fields, "max_dataset_fields")  # fmt: skip
         temporary_path.replace(final_path)
     except BaseException:
         temporary_path.unlink(missing_ok=True)

@@ -65,7 +65,24 @@ class Settings(BaseSettings):
     body_read_timeout_s: float = Field(
         default=30.0, gt=0, description="A request body that sends nothing this long is a 408."
     )
-    max_upload_bytes: int = Field(default=64 * MIB, ge=1024, description="Dataset uploads.")
+    max_upload_bytes: int = Field(
+        default=64 * MIB, ge=1024, description="Dataset files: uploads and data-root files."
+    )
+
+    # Quotas, each applying to every tenant. The defaults keep the largest audit they admit
+    # within the default task time limit (1 h) on a CPU worker with a MiniLM-sized model
+    # (~110 sentences/s): 20,000 rows x 2 models ~ 6 min of prediction; 50 explained
+    # instances x (1,000 LIME + 1,000 SHAP perturbations) x 2 models plus the reference's
+    # floor, deduplicated, ~ 30 min. A GPU worker finishes the same audit in minutes.
+    max_explain_instances: int = Field(default=50, ge=0)
+    max_lime_samples: int = Field(default=1000, ge=10)
+    max_shap_evals: int = Field(default=1000, ge=10)
+    max_bootstrap_resamples: int = Field(default=2000, ge=0)
+    max_dataset_rows: int = Field(default=20_000, ge=1, description="Rows an audit reads.")
+    max_dataset_fields: int = Field(default=1000, ge=1, description="Columns of an upload.")
+    max_concurrent_audits: int = Field(
+        default=4, ge=1, description="Queued and running audits per tenant; more is a 429."
+    )
 
     callback_secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key for `X-Trustdiff-Signature` on callbacks."

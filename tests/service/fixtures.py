@@ -105,6 +105,11 @@ def service_env(
         "TRUSTDIFF_MAX_UPLOAD_BYTES": str(64 * 1024),
         "TRUSTDIFF_MAX_REQUEST_BYTES": str(32 * 1024),
         "TRUSTDIFF_CALLBACK_SECRET": "callback-test-secret",
+        # Audits pile up queued on the parked queue; the quota has a test of its own.
+        "TRUSTDIFF_MAX_CONCURRENT_AUDITS": "1000",
+        # The cancel test's deliberately slow audit asks for more than the default quotas.
+        "TRUSTDIFF_MAX_LIME_SAMPLES": "2000",
+        "TRUSTDIFF_MAX_SHAP_EVALS": "2000",
         # The test receivers listen on loopback, which callbacks may not reach by default.
         "TRUSTDIFF_CALLBACK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
         "TRUSTDIFF_CALLBACK_BACKOFF_S": "0.2",
