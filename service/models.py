@@ -196,6 +196,8 @@ class Audit(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(deferred=True)
     gate: Mapped[dict[str, Any] | None]
     passed: Mapped[bool | None]
+    # Every row's outcome (Parquet) lives beside the document, in the artifact store.
+    rows_url: Mapped[str | None] = mapped_column(String(2048))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
 

@@ -113,6 +113,7 @@ class AuditLinks(BaseModel):
     result: str
     gate: str
     report: str
+    rows: str
     cancel: str
 
 
@@ -165,6 +166,7 @@ class AuditOut(BaseModel):
                 result=f"{base}/result",
                 gate=f"{base}/gate",
                 report=f"{base}/report",
+                rows=f"{base}/rows",
                 cancel=f"{base}/cancel",
             ),
         )
@@ -173,6 +175,27 @@ class AuditOut(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditOut]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
+
+
+class RowOut(BaseModel):
+    """One audited row's outcome, as the rows file holds it (`trustdiff.rows`)."""
+
+    index: int = Field(description="0-based row index in the audited dataset.")
+    row_number: int = Field(description="1-based data row in the dataset file.")
+    label: str = Field(description="The gold label.")
+    reference_prediction: str
+    candidate_prediction: str
+    flipped: bool = Field(description="The two models predict different classes.")
+    reference_proba: list[float] = Field(description="In the order of the audit's labels.")
+    candidate_proba: list[float]
+    text: str | None = Field(default=None, description="Only when the rows file holds text.")
+    text_pair: str | None = None
+
+
+class RowsPage(BaseModel):
+    items: list[RowOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+    total_rows: int = Field(description="Rows in the audit, before the `flipped` filter.")
 
 
 class DatasetOut(BaseModel):

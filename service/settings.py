@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +58,20 @@ class Settings(BaseSettings):
     upload_dir: Path = Field(
         default_factory=lambda data: data["home"] / "uploads",
         description="Uploaded datasets are stored here.",
+    )
+    artifact_url: str | None = Field(
+        default=None,
+        description="Where audit artifacts (rows files) are stored: a folder or any fsspec "
+        "URL (s3://bucket/prefix, gs://...). Default: `artifacts_dir`.",
+    )
+    artifact_storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options for `artifact_url`, as JSON (e.g. "
+        '{"client_kwargs": {"endpoint_url": "http://minio:9000"}}).',
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda data: data["home"] / "cache",
+        description="Cached fingerprints and reference predictions, shared by the workers.",
     )
     queue: str = Field(default="trustdiff", min_length=1, description="Celery queue for audits.")
 
@@ -203,6 +217,11 @@ class Settings(BaseSettings):
     def tenant_model_root(self, tenant_name: str) -> Path:
         """The only part of the model root a tenant's checkpoint paths may name."""
         return self.model_root / tenant_name
+
+    @property
+    def artifact_root(self) -> str:
+        """`artifact_url`, or the local `artifacts_dir`."""
+        return self.artifact_url or str(self.artifacts_dir)
 
     def dataset_folder(self, dataset_root: str, tenant_name: str) -> Path:
         """The folder a stored `dataset_root` (`DATA_ROOT` or `UPLOAD_ROOT`) stands for.

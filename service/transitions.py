@@ -89,11 +89,18 @@ def start_running(session: Session, audit_id: uuid.UUID, *, worker: str) -> Audi
     return audit
 
 
-def mark_succeeded(session: Session, audit_id: uuid.UUID, *, result: dict[str, Any]) -> Audit:
-    """running → succeeded, storing the result document and its gate."""
+def mark_succeeded(
+    session: Session,
+    audit_id: uuid.UUID,
+    *,
+    result: dict[str, Any],
+    rows_url: str | None = None,
+) -> Audit:
+    """running → succeeded, storing the result document, its gate and its rows file's URL."""
     audit = _locked(session, audit_id, {AuditStatus.RUNNING}, "complete")
     gate = result["gate"]
     audit.result = result
+    audit.rows_url = rows_url
     audit.gate = gate
     audit.passed = bool(gate["passed"])
     audit.error_code = audit.error_message = None

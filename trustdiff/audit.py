@@ -39,8 +39,10 @@ from trustdiff.result import (
     Manifest,
     MethodAlignment,
     Parity,
+    RowsSummary,
     TwinCacheManifest,
 )
+from trustdiff.rows import RowOutcomes, write_rows
 from trustdiff.sections import measure_breakdown
 from trustdiff.twin_cache import TwinCache, TwinFigures, twin_cache_key
 
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from trustdiff.inference import BatchingEvaluator, ModelRunner
 
 ProgressCallback = Callable[[str, int, int], None]
-STAGES = ("validate", "load", "predict", "metrics", "explain", "gate")
+STAGES = ("validate", "load", "predict", "metrics", "explain", "rows", "gate")
 VERSIONED_PACKAGES = (
     "trustdiff",
     "torch",
@@ -417,12 +419,13 @@ def _manifest(
     )
 
 
-def _instances(
+def _explained_instances(
     dataset: Dataset,
     labels: list[str],
     predictions: _Predictions,
     explanations: dict[int, Explanation],
 ) -> list[Instance]:
+    """The explained rows, in row order; every row's outcome goes to the rows file instead."""
     reference_pred, candidate_pred = predictions.reference_pred, predictions.candidate_pred
     twin_proba = predictions.twin_proba
     return [
@@ -437,10 +440,45 @@ def _instances(
             candidate_prediction=labels[int(candidate_pred[index])],
             twin_proba=None if twin_proba is None else twin_proba[index].tolist(),
             twin_prediction=None if twin_proba is None else labels[int(twin_proba[index].argmax())],
-            explanations=explanations.get(index),
+            explanations=explanations[index],
         )
-        for index in range(len(dataset))
+        for index in sorted(explanations)
     ]
+
+
+def _row_outcomes(validated: ValidatedAudit, predictions: _Predictions) -> RowOutcomes:
+    dataset = validated.dataset
+    return RowOutcomes(
+        y_true=predictions.y_true,
+        reference_proba=predictions.reference_proba,
+        candidate_proba=predictions.candidate_proba,
+        labels=validated.labels,
+        row_numbers=dataset.row_numbers,
+        texts=dataset.texts,
+        text_pairs=dataset.text_pairs,
+    )
+
+
+def _write_rows(
+    outcomes: RowOutcomes,
+    rows_path: str | os.PathLike[str] | None,
+    *,
+    rows_text: bool,
+    stages: _Stages,
+) -> RowsSummary:
+    flipped = int(outcomes.flipped.sum())
+    if rows_path is None:
+        return RowsSummary(count=len(outcomes), flipped=flipped)
+    with stages.stage("rows"):
+        Path(rows_path).parent.mkdir(parents=True, exist_ok=True)
+        info = write_rows(rows_path, outcomes, include_text=rows_text)
+    return RowsSummary(
+        count=info.count,
+        flipped=info.flipped,
+        text=info.text,
+        sha256=info.sha256,
+        size_bytes=info.size_bytes,
+    )
 
 
 def run_audit(
@@ -452,6 +490,8 @@ def run_audit(
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
     twin_cache: TwinCache | None = None,
+    rows_path: str | os.PathLike[str] | None = None,
+    rows_text: bool = False,
 ) -> AuditResult:
     """Audit `config.candidate` against `config.reference` on `config.dataset`.
 
@@ -476,6 +516,10 @@ def run_audit(
     `twin_cache`, the twin's figures are read from it when reference, twin, dataset and
     settings match (`twin_cache_key`) — the twin is then not even loaded — and stored there
     otherwise.
+
+    The document keeps the explained instances only. Every row's outcome is written to the
+    Parquet file `rows_path` when given (`trustdiff.rows`; the texts too with `rows_text`),
+    and the document's `rows` section counts them (with the file's sha256 when written).
     """
     stages = _Stages(progress, should_cancel)
     with stages.stage("validate"):
@@ -576,6 +620,9 @@ def run_audit(
         parity, calibration, alignment, explanations = _with_twin(
             cached, parity, calibration, alignment, explanations
         )
+    rows = _write_rows(
+        _row_outcomes(validated, predictions), rows_path, rows_text=rows_text, stages=stages
+    )
     with stages.stage("gate"):
         gate = evaluate_gate(
             parity,
@@ -596,7 +643,10 @@ def run_audit(
         slices=breakdown.slices,
         divergence=breakdown.divergence,
         exemplars=breakdown.exemplars,
-        instances=_instances(validated.dataset, validated.labels, predictions, explanations),
+        rows=rows,
+        instances=_explained_instances(
+            validated.dataset, validated.labels, predictions, explanations
+        ),
     )
 
 

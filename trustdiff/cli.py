@@ -370,7 +370,13 @@ def _audit_command(args: argparse.Namespace) -> int:
     # transformers' load-time chatter would bury the summary; errors still surface.
     with environment_defaults(TRANSFORMERS_VERBOSITY="error"):
         try:
-            result = run_audit(config, progress=progress, twin_cache=_twin_cache(args))
+            result = run_audit(
+                config,
+                progress=progress,
+                twin_cache=_twin_cache(args),
+                rows_path=args.rows,
+                rows_text=args.rows_text,
+            )
         finally:
             progress.close()
     out.write_text(dump_result(result) + "\n", encoding="utf-8")
@@ -379,7 +385,11 @@ def _audit_command(args: argparse.Namespace) -> int:
     if args.mlflow:
         _log_to_mlflow(result, args.mlflow_experiment)
     print(format_summary(result))
-    print(f"result: {out}" + (f"   report: {args.report}" if args.report else ""))
+    written = [f"result: {out}"]
+    written += [
+        f"{name}: {path}" for name, path in (("rows", args.rows), ("report", args.report)) if path
+    ]
+    print("   ".join(written))
     return EXIT_PASSED if result.gate.passed else EXIT_FAILED
 
 
@@ -417,6 +427,15 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     )
     output.add_argument(
         "--no-cache", action="store_true", help="measure the twin again, read no cache"
+    )
+    output.add_argument(
+        "--rows",
+        metavar="FILE",
+        help="also write every row's outcome (both probability vectors, predictions, gold) "
+        "as Parquet; the result document keeps summaries and explained instances only",
+    )
+    output.add_argument(
+        "--rows-text", action="store_true", help="include each row's text in the --rows file"
     )
     output.add_argument("--quiet", action="store_true", help="no progress on stderr")
     output.add_argument("--debug", action="store_true", help="show tracebacks on errors")

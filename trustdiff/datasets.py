@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from trustdiff.config import DatasetFormat, DatasetSpec
 from trustdiff.errors import DatasetError, DatasetNotFoundError
 
 TextInput = str | tuple[str, str]
+_READ_BLOCK_BYTES = 1 << 20
 
 _SUFFIX_FORMATS: dict[str, DatasetFormat] = {
     ".jsonl": "jsonl",
@@ -71,7 +72,8 @@ class DatasetSummary:
     fingerprint: str
 
 
-@dataclass(frozen=True)
+# Slots: one of these exists per data row while a file is read.
+@dataclass(frozen=True, slots=True)
 class _RawRow:
     row: int
     text: str
@@ -93,18 +95,32 @@ def dataset_format(path: Path, spec: DatasetSpec) -> DatasetFormat:
         ) from None
 
 
-def _read_text(path: Path) -> tuple[str, str]:
-    """The decoded file (a UTF-8 byte-order mark is dropped) and the sha256 of its bytes."""
+def _file_sha256(path: Path) -> str:
+    """sha256 of the file's bytes, read in blocks (the file is never held whole)."""
     if not path.is_file():
         raise DatasetNotFoundError(f"dataset file {str(path)!r} does not exist")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DatasetError(
-            f"dataset file {path.name!r} is not UTF-8 (byte {error.start}): {error.reason}"
-        ) from error
-    return text, hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(_READ_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _text_lines(path: Path) -> Iterator[TextIO]:
+    """The file decoded as UTF-8 as it is read (a byte-order mark is dropped).
+
+    Line endings are passed through (`newline=""`), as the csv module needs; a byte that is
+    not UTF-8 becomes a `DatasetError`, wherever in the file it is.
+    """
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        try:
+            yield handle
+        except UnicodeDecodeError as error:
+            raise DatasetError(
+                f"dataset file {path.name!r} is not UTF-8: {error.reason} "
+                f"(byte {error.object[error.start : error.start + 1]!r})"
+            ) from error
 
 
 def _text_value(value: Any, *, field: str, row: int) -> str:
@@ -138,10 +154,10 @@ def _label_value(value: Any, *, field: str, row: int) -> str | int:
     return value.strip() if isinstance(value, str) else value
 
 
-def _jsonl_rows(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _jsonl_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     # Row numbers are line numbers, so an editor jumps straight to the bad line; blank lines
     # are skipped but still counted.
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    for line_number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -179,11 +195,10 @@ def _refuse_nul_names(names: Iterable[str], *, row: int | None) -> None:
 
 
 def _delimited_rows(
-    text: str, spec: DatasetSpec, *, delimiter: str
+    source: TextIO, spec: DatasetSpec, *, delimiter: str
 ) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
     # TSV follows the GLUE convention: no quoting, so a lone `"` inside a sentence is text.
     # CSV uses standard quoting (RFC 4180), which is how quoted commas and newlines survive.
-    source = io.StringIO(text, newline="")
     if delimiter == "\t":
         reader = csv.reader(source, delimiter=delimiter, quoting=csv.QUOTE_NONE)
     else:
@@ -228,15 +243,15 @@ def _delimited_rows(
 
 
 def _raw_rows(
-    text: str, spec: DatasetSpec, file_format: DatasetFormat
+    source: TextIO, spec: DatasetSpec, file_format: DatasetFormat
 ) -> tuple[list[str], list[_RawRow]]:
     """Every data row, validated for presence and non-empty text, plus the fields seen."""
     fields: list[str] = []
     if file_format == "jsonl":
-        records = _jsonl_rows(text)
+        records = _jsonl_rows(source)
     else:
         fields, records = _delimited_rows(
-            text, spec, delimiter="\t" if file_format == "tsv" else ","
+            source, spec, delimiter="\t" if file_format == "tsv" else ","
         )
     seen_fields = dict.fromkeys(fields)
     rows = []
@@ -316,8 +331,9 @@ def read_dataset(
     `random.Random(seed)`, kept in file order.
     """
     file_format = dataset_format(path, spec)
-    text, fingerprint = _read_text(path)
-    fields, rows = _raw_rows(text, spec, file_format)
+    fingerprint = _file_sha256(path)
+    with _text_lines(path) as source:
+        fields, rows = _raw_rows(source, spec, file_format)
     label_names = list(labels) if labels is not None else _inferred_label_names(rows)
     # The first id of each name, as `list.index` gives; a dict keeps this linear in rows.
     id_of_name: dict[str, int] = {}
@@ -363,8 +379,9 @@ def validate_dataset_file(path: Path, spec: DatasetSpec) -> DatasetSummary:
     checkpoint later.
     """
     file_format = dataset_format(path, spec)
-    text, fingerprint = _read_text(path)
-    fields, rows = _raw_rows(text, spec, file_format)
+    fingerprint = _file_sha256(path)
+    with _text_lines(path) as source:
+        fields, rows = _raw_rows(source, spec, file_format)
     return DatasetSummary(
         path=path,
         format=file_format,

@@ -9,7 +9,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION: Literal["1"] = "1"
+# "2": `instances` holds the explained instances only; every row's outcome is in the rows
+# file (`trustdiff.rows`) that `rows` describes. "1" documents (every row in `instances`)
+# still load and render.
+SCHEMA_VERSION: Literal["2"] = "2"
 
 Pillar = Literal["parity", "calibration", "alignment"]
 JudgedRelativeTo = Literal["twin", "noise_floor", "absolute"]
@@ -451,11 +454,23 @@ class Exemplars(_Doc):
     groups: list[ExemplarGroup] = Field(description="Largest group first.")
 
 
+class RowsSummary(_Doc):
+    """The per-row outcomes of the audit, kept out of the document in a Parquet rows file."""
+
+    count: int = Field(description="Rows audited: one outcome each in the rows file.")
+    flipped: int = Field(description="Rows whose predicted class differs between the models.")
+    text: bool = Field(default=False, description="Whether the rows file holds the texts.")
+    sha256: str | None = Field(
+        default=None, description="sha256 of the rows file written with this document."
+    )
+    size_bytes: int | None = None
+
+
 # --- the document ---------------------------------------------------------------------------
 
 
 class AuditResult(_Doc):
-    schema_version: Literal["1"] = SCHEMA_VERSION
+    schema_version: Literal["1", "2"] = SCHEMA_VERSION
     manifest: Manifest
     parity: Parity
     calibration: Calibration
@@ -468,7 +483,12 @@ class AuditResult(_Doc):
     exemplars: Exemplars | None = Field(
         default=None, description="Rows the models disagree on, for a person to read."
     )
-    instances: list[Instance]
+    rows: RowsSummary | None = Field(
+        default=None, description="Where every row's outcome went (absent in version 1)."
+    )
+    instances: list[Instance] = Field(
+        description="The explained instances (version 1 documents: every audited row)."
+    )
 
     def _repr_html_(self) -> str | None:
         """The HTML report, so Jupyter shows a result inline (None: plain repr instead).

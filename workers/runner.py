@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from service import transitions
+from service.artifacts import ArtifactStore
 from service.db import Database
 from service.models import AuditStatus, Tenant
 from service.problems import NotFound
@@ -305,6 +306,11 @@ def _run_engine(
         time_limit_s=settings.task_soft_time_limit_s,
     )
     heartbeat.start()
+    # Written to a staging folder first, then stored as the audit's artifact: the document
+    # keeps summaries, every row's outcome goes here. The service stores no text in it.
+    staging = settings.home / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    rows_path = staging / f"{audit_id}-{uuid.uuid4().hex}.rows.parquet"
     try:
         result = run_audit(
             config,
@@ -314,8 +320,12 @@ def _run_engine(
             progress=heartbeat.report,
             should_cancel=heartbeat.should_cancel,
             twin_cache=TwinCache(settings.twin_cache_dir),
+            rows_path=rows_path,
         )
         document = _result_document(result)
+        rows_url = ArtifactStore.from_settings(settings).put(
+            rows_path, f"audits/{audit_id}/rows.parquet"
+        )
     except (AuditCancelledError, SoftTimeLimitExceeded) as error:
         if heartbeat.timed_out.is_set() or isinstance(error, SoftTimeLimitExceeded):
             return _timed_out(audit_id, settings.task_soft_time_limit_s)
@@ -336,7 +346,10 @@ def _run_engine(
         return _failed(audit_id, INTERNAL_ERROR, message)
     finally:
         heartbeat.stop()
-    store = partial(transitions.mark_succeeded, audit_id=audit_id, result=document)
+        rows_path.unlink(missing_ok=True)
+    store = partial(
+        transitions.mark_succeeded, audit_id=audit_id, result=document, rows_url=rows_url
+    )
     return Outcome(AuditStatus.SUCCEEDED, store, document, result)
 
 

@@ -5,15 +5,24 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 
+from service import audit_rows
 from service import audits as audit_service
 from service.api.deps import AppSettings, CurrentAudit, CurrentTenant, DbSession
 from service.api.responses import PROBLEMS, problems
+from service.artifacts import ArtifactStore
 from service.models import Audit, AuditStatus
 from service.problems import Conflict
-from service.schemas import AuditCreate, AuditOut, AuditPage
+from service.schemas import AuditCreate, AuditOut, AuditPage, RowsPage
+from service.settings import Settings
 from trustdiff.result import AuditResult, Gate
+
+# The registered media type of Parquet (IANA, 2024); `rows.parquet` always answers with it.
+PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+_PARQUET_RESPONSE: dict[int | str, dict[str, object]] = {
+    200: {"content": {PARQUET_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
+}
 
 router = APIRouter(prefix="/audits", tags=["audits"])
 
@@ -125,3 +134,63 @@ def get_report(audit: CurrentAudit) -> HTMLResponse:
     from trustdiff.report import render_report
 
     return HTMLResponse(render_report(AuditResult.model_validate(audit.result)))
+
+
+def _rows_file_response(audit: Audit, settings: Settings) -> Response:
+    url = audit_rows.rows_url(audit)
+    filename = f"audit-{audit.id}-rows.parquet"
+    store = ArtifactStore.from_settings(settings)
+    local = store.local_path(url)
+    if local is not None:
+        return FileResponse(local, media_type=PARQUET_MEDIA_TYPE, filename=filename)
+    return StreamingResponse(
+        audit_rows.rows_file_chunks(settings, url),
+        media_type=PARQUET_MEDIA_TYPE,
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Content-Length": str(store.size(url)),
+        },
+    )
+
+
+@router.get(
+    "/{audit_id}/rows",
+    response_model=RowsPage,
+    responses={
+        **PROBLEMS,
+        **problems(409),
+        200: {"content": {"application/json": {}, PARQUET_MEDIA_TYPE: {}}},
+    },
+)
+def get_rows(
+    audit: CurrentAudit,
+    settings: AppSettings,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    flipped: Annotated[
+        bool, Query(description="Only rows the two models predict differently.")
+    ] = False,
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> RowsPage | Response:
+    """Every audited row's outcome, a page at a time, in row order.
+
+    With `Accept: application/vnd.apache.parquet` the whole rows file comes back instead
+    (as from `/rows.parquet`). An unknown or foreign cursor is a 422 `invalid_cursor`.
+    """
+    _require_succeeded(audit, "rows")
+    if accept is not None and PARQUET_MEDIA_TYPE in accept:
+        return _rows_file_response(audit, settings)
+    return audit_rows.rows_page(settings, audit, cursor=cursor, limit=limit, flipped=flipped)
+
+
+@router.get(
+    "/{audit_id}/rows.parquet",
+    response_class=Response,
+    responses={**PROBLEMS, **problems(409), **_PARQUET_RESPONSE},
+)
+def get_rows_file(audit: CurrentAudit, settings: AppSettings) -> Response:
+    """The whole rows file (Parquet): one row per audited row, columns as in `/rows`."""
+    _require_succeeded(audit, "rows")
+    return _rows_file_response(audit, settings)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import types
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import TinyAssets
@@ -36,6 +39,7 @@ from trustdiff.result import (
     Histogram,
     MethodAlignment,
     MetricSummary,
+    RowsSummary,
     dump_result,
 )
 
@@ -62,6 +66,15 @@ def self_audit(tiny_assets: TinyAssets) -> tuple[AuditResult, list[tuple[str, in
     calls: list[tuple[str, int, int]] = []
     result = _run(tiny_assets, _config(), progress=lambda *call: calls.append(call))
     return result, calls
+
+
+@pytest.fixture(scope="module")
+def perturbed_audit(
+    tiny_assets: TinyAssets, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[AuditResult, Path]:
+    rows_path = tmp_path_factory.mktemp("rows") / "rows.parquet"
+    result = _run(tiny_assets, _config("perturbed"), rows_path=rows_path, rows_text=True)
+    return result, rows_path
 
 
 @pytest.fixture
@@ -101,10 +114,10 @@ def test_the_document_is_complete_and_round_trips(self_audit: tuple[AuditResult,
     assert {"trustdiff", "torch", "transformers", "numpy"} <= set(manifest.versions)
     assert {"validate", "load", "predict", "metrics", "gate", "total"} <= set(manifest.timings)
     assert manifest.config["calibration"]["n_bootstrap"] == 200
-    assert len(result.instances) == 48
-    for instance in result.instances:
-        assert sum(instance.reference_proba) == pytest.approx(1.0)
-        assert instance.label in ("negative", "positive")
+    # Nothing was explained: no row is in the document, every row is counted in `rows`.
+    assert result.instances == []
+    assert result.rows == RowsSummary(count=48, flipped=0)
+    assert result.schema_version == "2"
     assert AuditResult.model_validate_json(dump_result(result)) == result
     matrix = np.array(result.parity.disagreement_matrix)
     assert matrix.sum() == 48
@@ -118,15 +131,47 @@ def test_progress_reports_every_stage_in_order(self_audit: tuple[AuditResult, li
     assert ("predict", 48, 48) in calls
 
 
-def test_a_perturbed_candidate_reports_differences(tiny_assets: TinyAssets) -> None:
-    result = _run(tiny_assets, _config("perturbed"))
+def test_a_perturbed_candidate_reports_differences(
+    perturbed_audit: tuple[AuditResult, Path],
+) -> None:
+    result, rows_path = perturbed_audit
     assert result.manifest.reference.fingerprint != result.manifest.candidate.fingerprint
     deltas = [abs(delta.value) for delta in result.calibration.delta.values()]
     assert result.parity.agreement < 1.0 or max(deltas) > 0.0
     assert result.parity.probability_loyalty < 1.0
-    reference_proba = np.array([instance.reference_proba for instance in result.instances])
-    candidate_proba = np.array([instance.candidate_proba for instance in result.instances])
-    assert not np.allclose(reference_proba, candidate_proba)
+    rows = pq.read_table(rows_path).to_pydict()
+    assert not np.allclose(rows["reference_proba"], rows["candidate_proba"])
+
+
+def test_every_row_outcome_is_in_the_rows_file(
+    tiny_assets: TinyAssets, perturbed_audit: tuple[AuditResult, Path]
+) -> None:
+    result, rows_path = perturbed_audit
+    rows = pq.read_table(rows_path).to_pydict()
+    dataset = [json.loads(line) for line in tiny_assets.dataset.read_text().splitlines()]
+    assert rows["index"] == list(range(48))
+    assert rows["row_number"] == list(range(1, 49))
+    assert rows["text"] == [row["text"] for row in dataset]
+    assert rows["label"] == [row["label"] for row in dataset]
+    reference = np.array(rows["reference_proba"])
+    candidate = np.array(rows["candidate_proba"])
+    labels = np.array(["negative", "positive"])
+    assert rows["reference_prediction"] == labels[reference.argmax(axis=1)].tolist()
+    assert rows["candidate_prediction"] == labels[candidate.argmax(axis=1)].tolist()
+    assert rows["flipped"] == (reference.argmax(axis=1) != candidate.argmax(axis=1)).tolist()
+    # The document's figures come from the same outcomes the file holds.
+    gold = np.array([row["label"] == "positive" for row in dataset], dtype=int)
+    accuracy = float((reference.argmax(axis=1) == gold).mean())
+    assert result.parity.reference.accuracy == accuracy
+    assert result.parity.agreement == 1.0 - sum(rows["flipped"]) / 48
+    assert result.rows is not None
+    assert (result.rows.count, result.rows.flipped, result.rows.text) == (
+        48,
+        sum(rows["flipped"]),
+        True,
+    )
+    assert result.rows.sha256 == hashlib.sha256(rows_path.read_bytes()).hexdigest()
+    assert "rows" in result.manifest.timings
 
 
 def test_another_label_set_fails_before_any_model_loads(
@@ -215,8 +260,8 @@ def test_explanations_are_requested_through_the_explain_package(
     assert received["seed"] == 0
     assert "lime_jaccard_margin" in [check.name for check in result.gate.checks]
     assert result.alignment["lime"].jaccard_at_k.mean == 0.9
+    assert [instance.index for instance in result.instances] == [0]
     assert result.instances[0].explanations is not None
-    assert result.instances[1].explanations is None
     assert "explain" in result.manifest.timings
 
 

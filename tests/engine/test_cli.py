@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 from typing import get_args
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import TinyAssets
@@ -176,6 +177,26 @@ def test_report_is_rendered_by_the_report_module(
     report = tmp_path / "report.html"
     assert main(_audit_args(tiny_assets, tmp_path / "r.json", "--report", str(report))) == 0
     assert report.read_text() == "<html>True</html>"
+
+
+@pytest.mark.parametrize("with_text", [False, True])
+def test_rows_file_holds_every_row_text_only_when_asked(
+    tiny_assets: TinyAssets,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    with_text: bool,
+) -> None:
+    rows = tmp_path / "out" / "rows.parquet"
+    extra = ["--rows", str(rows)] + (["--rows-text"] if with_text else [])
+    assert main(_audit_args(tiny_assets, tmp_path / "r.json", *extra)) == 0
+    assert f"rows: {rows}" in capsys.readouterr().out
+    table = pq.read_table(rows)
+    assert table.num_rows == 48
+    assert ("text" in table.column_names) is with_text
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert document["instances"] == []
+    assert document["rows"]["count"] == 48
+    assert document["rows"]["text"] is with_text
 
 
 def test_usage_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:

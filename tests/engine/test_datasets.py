@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TinyAssets
+from tests.tiny_models import write_dataset
 from trustdiff.config import DatasetSpec
 from trustdiff.datasets import read_dataset, validate_dataset_file
 from trustdiff.errors import DatasetError, DatasetNotFoundError
@@ -226,3 +228,22 @@ def test_other_columns_are_kept_for_slicing(tmp_path: Path) -> None:
         pair_file, _spec(pair_file, text_field="a", text_pair_field="b"), labels=LABELS
     )
     assert pairs.columns == {"source": ["web"]}
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_reading_streams_the_file_instead_of_holding_copies_of_it(
+    tmp_path: Path, suffix: str
+) -> None:
+    """What reading needs beyond the dataset it returns stays under one copy of the file."""
+    rows = [
+        {"text": "word " * 40 + str(index), "label": LABELS[index % 2]} for index in range(20_000)
+    ]
+    path = write_dataset(tmp_path / f"big.{suffix}", rows)
+    tracemalloc.start()
+    try:
+        dataset = read_dataset(path, _spec(path), labels=LABELS)
+        retained, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(dataset) == 20_000
+    assert peak - retained < path.stat().st_size

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
 from trustdiff.metrics.bootstrap import (
+    CHUNK_INDICES,
+    bootstrap_index_chunks,
     bootstrap_indices,
     bootstrap_mean_interval,
     paired_bootstrap_delta,
@@ -120,3 +124,45 @@ def test_paired_replicates_refuse_changing_names() -> None:
 
     with pytest.raises(ValueError, match="statistics returned"):
         paired_bootstrap_replicates(statistics, 5, n_resamples=3)
+
+
+@pytest.mark.parametrize("n", [1, 7, 1001])
+@pytest.mark.parametrize("chunk_indices", [1, 5000, 1 << 22])
+def test_index_chunks_concatenate_to_the_whole_matrix(n: int, chunk_indices: int) -> None:
+    chunks = list(bootstrap_index_chunks(n, n_resamples=37, seed=11, chunk_indices=chunk_indices))
+    np.testing.assert_array_equal(
+        np.concatenate(chunks), bootstrap_indices(n, n_resamples=37, seed=11)
+    )
+    assert max(chunk.shape[0] for chunk in chunks) == min(37, max(1, chunk_indices // n))
+
+
+def test_paired_replicates_match_the_whole_matrix_loop() -> None:
+    """Streaming changes memory only: the replicates (hence every interval) are unchanged."""
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=30_001)
+
+    def statistics(rows: np.ndarray) -> dict[str, float]:
+        return {"mean": float(values[rows].mean()), "max": float(values[rows].max())}
+
+    streamed = paired_bootstrap_replicates(statistics, values.size, n_resamples=300, seed=4)
+    whole = bootstrap_indices(values.size, n_resamples=300, seed=4)
+    for name in ("mean", "max"):
+        expected = np.array([statistics(rows)[name] for rows in whole])
+        np.testing.assert_array_equal(streamed[name], expected)
+    means = values[whole].mean(axis=1)
+    assert bootstrap_mean_interval(values, n_resamples=300, seed=4) == percentile_interval(means)
+
+
+def test_paired_replicates_memory_does_not_grow_with_the_resample_count() -> None:
+    n, n_resamples = 20_000, 1_000  # the whole index matrix would take 160 MB
+    values = np.arange(n, dtype=float)
+    tracemalloc.start()
+    try:
+        paired_bootstrap_replicates(
+            lambda rows: {"mean": float(values[rows].mean())}, n, n_resamples=n_resamples, seed=0
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # At most two chunks are alive: the one being drawn and the one still being read.
+    assert peak < 2 * 8 * CHUNK_INDICES + (8 << 20) < 8 * n * n_resamples

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from trustdiff.result import (
     NoiseFloor,
     Parity,
     ReliabilityBin,
+    RowsSummary,
 )
 
 LABELS = ["negative", "positive"]
@@ -157,14 +159,20 @@ def _explanation(
 
 
 def build_audit_result(
-    *, passed: bool = False, with_alignment: bool = True, with_breakdown: bool = True
+    *,
+    passed: bool = False,
+    with_alignment: bool = True,
+    with_breakdown: bool = True,
+    schema_version: str = "2",
 ) -> AuditResult:
     """A document shaped like a real audit of a binary sentiment model and a compressed copy.
 
     It holds a sentence-pair instance, a hostile instance (`HOSTILE_TEXT` inside its
     sentence) among the lowest-alignment ones, empty reliability bins and a missing interval.
     With `with_breakdown` it also has the sections beyond the averages (`add_breakdown`);
-    without, it is a document written before they existed.
+    without, it is a document written before they existed. `schema_version="1"` shapes it
+    as documents were before the rows file: every one of its 24 rows in `instances`,
+    explained or not, and no `rows` section.
     """
     rng = random.Random(3)
     n = 200
@@ -382,9 +390,12 @@ def build_audit_result(
         ),
         alignment=alignment,
         gate=Gate(passed=passed, checks=checks),
+        schema_version="1",
         instances=instances,
     )
-    return add_breakdown(result) if with_breakdown else result
+    if with_breakdown:
+        result = add_breakdown(result)
+    return result.model_copy(update=_rows_and_instances(result.instances, schema_version))
 
 
 def add_breakdown(result: AuditResult) -> AuditResult:
@@ -450,3 +461,14 @@ def add_breakdown(result: AuditResult) -> AuditResult:
             ),
         }
     )
+
+
+def _rows_and_instances(instances: list[Instance], schema_version: str) -> dict[str, Any]:
+    if schema_version == "1":
+        return {"schema_version": "1", "rows": None, "instances": instances}
+    flipped = sum(i.reference_prediction != i.candidate_prediction for i in instances)
+    return {
+        "schema_version": schema_version,
+        "rows": RowsSummary(count=len(instances), flipped=flipped),
+        "instances": [i for i in instances if i.explanations is not None],
+    }

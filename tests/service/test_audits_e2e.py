@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import shutil
 import time
+from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -41,11 +44,14 @@ def test_audit_runs_to_success_and_serves_result_gate_and_report(
     assert audit["progress"]["done"] == audit["progress"]["total"]
 
     result = live_client.get(f"/v1/audits/{audit_id}/result", headers=auth).json()
-    assert result["schema_version"] == "1"
+    assert result["schema_version"] == "2"
     assert set(result) >= {"manifest", "parity", "calibration", "alignment", "gate", "instances"}
     assert result["manifest"]["candidate"]["path"] == "perturbed"
-    assert len(result["instances"]) == 48
+    # The document keeps the explained instances; every row's outcome is in the rows file.
+    assert len(result["instances"]) == 2
+    assert result["rows"]["count"] == 48
     assert set(result["alignment"]) == {"lime", "shap"}
+    _check_rows(live_client, audit_id, auth, result)
 
     gate = live_client.get(f"/v1/audits/{audit_id}/gate", headers=auth).json()
     assert gate == result["gate"]
@@ -63,6 +69,46 @@ def test_audit_runs_to_success_and_serves_result_gate_and_report(
     conflict = live_client.post(f"/v1/audits/{audit_id}/cancel", headers=auth)
     assert conflict.status_code == 409
     assert conflict.json()["code"] == "invalid_transition"
+
+
+def _check_rows(
+    client: TestClient, audit_id: str, auth: dict[str, str], result: dict[str, Any]
+) -> None:
+    """Pages walk every row once, `flipped` filters, the whole file comes back as Parquet."""
+    rows_url = f"/v1/audits/{audit_id}/rows"
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 20} | ({"cursor": cursor} if cursor else {})
+        page = client.get(rows_url, params=params, headers=auth)
+        assert page.status_code == 200, page.text
+        seen += page.json()["items"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert [row["index"] for row in seen] == list(range(48))
+    assert all(row["text"] is None for row in seen)  # the service stores no text
+    assert sum(row["flipped"] for row in seen) == result["rows"]["flipped"]
+    for instance in result["instances"]:
+        assert seen[instance["index"]]["reference_proba"] == instance["reference_proba"]
+    flipped = client.get(rows_url, params={"flipped": "true", "limit": 1000}, headers=auth)
+    assert [row["index"] for row in flipped.json()["items"]] == [
+        row["index"] for row in seen if row["flipped"]
+    ]
+
+    bad = client.get(rows_url, params={"cursor": "not-a-cursor"}, headers=auth)
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("application/problem+json")
+    assert bad.json()["code"] == "invalid_cursor"
+
+    whole = client.get(f"{rows_url}.parquet", headers=auth)
+    assert whole.status_code == 200
+    assert whole.headers["content-type"] == "application/vnd.apache.parquet"
+    negotiated = client.get(rows_url, headers={**auth, "Accept": "application/vnd.apache.parquet"})
+    assert negotiated.content == whole.content
+    table = pq.read_table(io.BytesIO(whole.content))
+    assert table.column("index").to_pylist() == list(range(48))
+    assert hashlib.sha256(whole.content).hexdigest() == result["rows"]["sha256"]
 
 
 def test_uploaded_dataset_audit_with_signed_callback_retried_until_delivered(

@@ -2,24 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+# Indices drawn per chunk of resamples (8 bytes each): 32 MiB, whatever the resample count.
+CHUNK_INDICES = 1 << 22
+
+
+def _check_sizes(n: int, n_resamples: int) -> None:
+    if n < 1:
+        raise ValueError(f"bootstrap needs at least one instance, got n={n}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
 
 
 def bootstrap_indices(n: int, *, n_resamples: int, seed: int) -> NDArray[np.intp]:
     """Resampled row indices, shape (n_resamples, n), drawn with replacement.
 
     The same index matrix is used for every statistic of a paired comparison, so both models
-    are always judged on the identical resampled instances.
+    are always judged on the identical resampled instances. It takes `8 · n · n_resamples`
+    bytes: large datasets read it in chunks with `bootstrap_index_chunks`.
     """
-    if n < 1:
-        raise ValueError(f"bootstrap needs at least one instance, got n={n}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    _check_sizes(n, n_resamples)
     rng = np.random.default_rng(seed)
     return rng.integers(0, n, size=(n_resamples, n))
+
+
+def bootstrap_index_chunks(
+    n: int, *, n_resamples: int, seed: int, chunk_indices: int = CHUNK_INDICES
+) -> Iterator[NDArray[np.intp]]:
+    """`bootstrap_indices(n, n_resamples=..., seed=...)`, a block of whole resamples at a time.
+
+    Yields arrays of shape (c, n) whose concatenation is exactly that matrix: numpy's
+    generator keeps its state (including a half-used 32-bit word) between calls, so drawing
+    the rows in blocks draws the same numbers as drawing them at once — a test pins this.
+    Each block holds about `chunk_indices` indices (at least one resample), so memory is
+    O(n · c), independent of `n_resamples`.
+    """
+    _check_sizes(n, n_resamples)
+    if chunk_indices < 1:
+        raise ValueError(f"chunk_indices must be >= 1, got {chunk_indices}")
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, chunk_indices // n)
+    for start in range(0, n_resamples, per_chunk):
+        yield rng.integers(0, n, size=(min(per_chunk, n_resamples - start), n))
 
 
 def percentile_interval(
@@ -50,8 +78,13 @@ def bootstrap_mean_interval(
         raise ValueError(f"values must be 1-D, got shape {array.shape}")
     if np.isnan(array).any():
         raise ValueError("values contain NaN")
-    indices = bootstrap_indices(array.size, n_resamples=n_resamples, seed=seed)
-    return percentile_interval(array[indices].mean(axis=1), confidence_level=confidence_level)
+    means = np.concatenate(
+        [
+            array[indices].mean(axis=1)
+            for indices in bootstrap_index_chunks(array.size, n_resamples=n_resamples, seed=seed)
+        ]
+    )
+    return percentile_interval(means, confidence_level=confidence_level)
 
 
 def paired_bootstrap_replicates(
@@ -65,14 +98,16 @@ def paired_bootstrap_replicates(
 
     `statistics(rows)` computes every statistic on the instances `rows` (shape (n,)) and
     returns them by name; it is called once per row of `bootstrap_indices(n, n_resamples,
-    seed)`. Returns each name's replicates, shape (n_resamples,). A statistic that compares two
-    models (a difference, an agreement) thus always sees both on the identical instances —
-    that pairing is what keeps the interval of a difference narrow when the models err alike.
+    seed)`, which is drawn in chunks (`bootstrap_index_chunks`) so that memory does not grow
+    with `n_resamples`. Returns each name's replicates, shape (n_resamples,). A statistic
+    that compares two models (a difference, an agreement) thus always sees both on the
+    identical instances — that pairing is what keeps the interval of a difference narrow
+    when the models err alike.
     Every call must return the same names.
     """
-    indices = bootstrap_indices(n, n_resamples=n_resamples, seed=seed)
+    chunks = bootstrap_index_chunks(n, n_resamples=n_resamples, seed=seed)
     replicates: dict[str, NDArray[np.float64]] = {}
-    for replicate, rows in enumerate(indices):
+    for replicate, rows in enumerate(rows for chunk in chunks for rows in chunk):
         values = statistics(rows)
         if replicate == 0:
             replicates = {name: np.empty(n_resamples, dtype=np.float64) for name in values}
