@@ -113,7 +113,6 @@ class AuditLinks(BaseModel):
     result: str
     gate: str
     report: str
-    rows: str
     cancel: str
 
 
@@ -166,7 +165,6 @@ class AuditOut(BaseModel):
                 result=f"{base}/result",
                 gate=f"{base}/gate",
                 report=f"{base}/report",
-                rows=f"{base}/rows",
                 cancel=f"{base}/cancel",
             ),
         )
