@@ -79,7 +79,7 @@ class _RawRow:
     text: str
     text_pair: str | None
     label: str | int
-    other: dict[str, Any]
+    other: dict[str, Any] | None  # None when the row has no other field (saves a dict a row)
 
 
 def dataset_format(path: Path, spec: DatasetSpec) -> DatasetFormat:
@@ -266,7 +266,7 @@ def _raw_rows(
             )
         label_value = _label_value(record.get(spec.label_field), field=spec.label_field, row=row)
         used = (spec.text_field, spec.text_pair_field, spec.label_field)
-        other = {name: value for name, value in record.items() if name not in used}
+        other = {name: value for name, value in record.items() if name not in used} or None
         rows.append(
             _RawRow(row=row, text=text_value, text_pair=pair_value, label=label_value, other=other)
         )
@@ -364,7 +364,7 @@ def read_dataset(
         rows_in_file=len(rows),
         fingerprint=fingerprint,
         columns={
-            name: [rows[index].other.get(name) for index in keep]
+            name: [(rows[index].other or {}).get(name) for index in keep]
             for name in fields
             if name not in (spec.text_field, spec.text_pair_field, spec.label_field)
         },
