@@ -57,6 +57,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = database
     app.state.metrics = ServiceMetrics(database)
     install_problem_handlers(app)
+    _install_limits(app, settings, database)
+    app.include_router(audits.router, prefix=API_PREFIX)
+    app.include_router(datasets.router, prefix=API_PREFIX)
+    app.include_router(health.router, prefix=API_PREFIX)
+    app.include_router(metrics.router)
+    # Outermost: every request is counted and logged, including those refused by the limits.
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(AuditLogContext, access_log=settings.log_format == "json")
+    return app
+
+
+def _install_limits(app: FastAPI, settings: Settings, database: Database) -> None:
+    """Body limits, the API-key gate and the concurrency limit, innermost first."""
     upload_path = f"{API_PREFIX}/datasets"
     app.add_middleware(
         BodyLimits,
@@ -82,11 +95,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         retry_after_s=settings.retry_after_s,
         exempt=frozenset({f"{API_PREFIX}/healthz"}),
     )
-    app.include_router(audits.router, prefix=API_PREFIX)
-    app.include_router(datasets.router, prefix=API_PREFIX)
-    app.include_router(health.router, prefix=API_PREFIX)
-    app.include_router(metrics.router)
-    # Outermost: every request is counted and logged, including those refused by the limits.
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
-    app.add_middleware(AuditLogContext, access_log=settings.log_format == "json")
-    return app

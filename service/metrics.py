@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -61,87 +63,122 @@ class AuditCollector(Collector):
         now = utc_now()
         # A read transaction: on SQLite a scrape never takes the write lock.
         with self.database.read_transaction() as connection:
-            by_status = {
-                str(status): count
-                for status, count in connection.execute(
-                    select(Audit.status, func.count()).group_by(Audit.status)
-                ).all()
-            }
-            (oldest_queued,) = connection.execute(
-                select(func.min(Audit.created_at)).where(Audit.status == AuditStatus.QUEUED)
-            ).one()
-            running = connection.execute(
-                select(Audit.worker, Audit.heartbeat_at).where(Audit.status == AuditStatus.RUNNING)
+            snapshot = _AuditSnapshot.read(connection)
+        yield from _queue_families(snapshot, now)
+        yield from _worker_families(snapshot, now)
+        yield _callback_family(snapshot)
+        yield _stage_family(snapshot)
+
+
+@dataclass(frozen=True)
+class _AuditSnapshot:
+    """What one scrape reads of the audits table, in one read transaction."""
+
+    by_status: dict[str, int]
+    oldest_queued: datetime | None
+    # (worker, heartbeat) of every running audit.
+    running: list[tuple[str | None, datetime | None]]
+    # (delivered, failed, requested) callbacks of finished audits.
+    callbacks: tuple[int, int, int]
+    stage_seconds: dict[str, list[float]]
+
+    @classmethod
+    def read(cls, connection: Any) -> _AuditSnapshot:
+        by_status = {
+            str(status): count
+            for status, count in connection.execute(
+                select(Audit.status, func.count()).group_by(Audit.status)
             ).all()
-            callbacks = connection.execute(
-                select(
-                    func.count(Audit.callback_delivered_at),
-                    func.count(Audit.callback_error),
-                    func.count(Audit.callback_url),
-                ).where(Audit.finished_at.is_not(None))
-            ).one()
-            timings = connection.execute(
-                select(Audit.result[("manifest", "timings")]).where(
-                    Audit.status == AuditStatus.SUCCEEDED
-                )
-            ).scalars()
-            stage_seconds = _stage_seconds(timings)
+        }
+        (oldest_queued,) = connection.execute(
+            select(func.min(Audit.created_at)).where(Audit.status == AuditStatus.QUEUED)
+        ).one()
+        running = connection.execute(
+            select(Audit.worker, Audit.heartbeat_at).where(Audit.status == AuditStatus.RUNNING)
+        ).all()
+        callbacks = connection.execute(
+            select(
+                func.count(Audit.callback_delivered_at),
+                func.count(Audit.callback_error),
+                func.count(Audit.callback_url),
+            ).where(Audit.finished_at.is_not(None))
+        ).one()
+        timings = connection.execute(
+            select(Audit.result[("manifest", "timings")]).where(
+                Audit.status == AuditStatus.SUCCEEDED
+            )
+        ).scalars()
+        return cls(
+            by_status=by_status,
+            oldest_queued=oldest_queued,
+            running=[(worker, beat) for worker, beat in running],
+            callbacks=(callbacks[0], callbacks[1], callbacks[2]),
+            stage_seconds=_stage_seconds(timings),
+        )
 
-        audits = GaugeMetricFamily(
-            f"{NAMESPACE}_audits", "Audits in the database by status.", labels=["status"]
-        )
-        for status in AuditStatus:
-            audits.add_metric([status.value], by_status.get(status.value, 0))
-        yield audits
 
-        depth = GaugeMetricFamily(
-            f"{NAMESPACE}_queue_depth", "Audits queued and not yet claimed by a worker."
-        )
-        depth.add_metric([], by_status.get(AuditStatus.QUEUED.value, 0))
-        yield depth
-        oldest = GaugeMetricFamily(
-            f"{NAMESPACE}_queue_oldest_age_seconds",
-            "Age of the oldest queued audit (0 when none is queued).",
-        )
-        oldest.add_metric([], _age(now, oldest_queued))
-        yield oldest
+def _queue_families(snapshot: _AuditSnapshot, now: datetime) -> Iterator[Metric]:
+    audits = GaugeMetricFamily(
+        f"{NAMESPACE}_audits", "Audits in the database by status.", labels=["status"]
+    )
+    for status in AuditStatus:
+        audits.add_metric([status.value], snapshot.by_status.get(status.value, 0))
+    yield audits
+    depth = GaugeMetricFamily(
+        f"{NAMESPACE}_queue_depth", "Audits queued and not yet claimed by a worker."
+    )
+    depth.add_metric([], snapshot.by_status.get(AuditStatus.QUEUED.value, 0))
+    yield depth
+    oldest = GaugeMetricFamily(
+        f"{NAMESPACE}_queue_oldest_age_seconds",
+        "Age of the oldest queued audit (0 when none is queued).",
+    )
+    oldest.add_metric([], _age(now, snapshot.oldest_queued))
+    yield oldest
 
-        workers = GaugeMetricFamily(
-            f"{NAMESPACE}_workers_busy", "Distinct workers running an audit now."
-        )
-        workers.add_metric([], len({worker for worker, _beat in running if worker}))
-        yield workers
-        stalest = GaugeMetricFamily(
-            f"{NAMESPACE}_heartbeat_max_age_seconds",
-            "Longest time since a running audit's worker last sent a heartbeat (0 when none "
-            "runs); above TRUSTDIFF_HEARTBEAT_TIMEOUT_S the sweep declares the worker lost.",
-        )
-        stalest.add_metric([], max((_age(now, beat) for _worker, beat in running), default=0.0))
-        yield stalest
 
-        delivered, failed, requested = callbacks
-        callback_family = GaugeMetricFamily(
-            f"{NAMESPACE}_callbacks",
-            "Callbacks of finished audits by state (failed: given up after every retry).",
-            labels=["state"],
-        )
-        callback_family.add_metric(["delivered"], delivered)
-        callback_family.add_metric(["failed"], failed)
-        callback_family.add_metric(["pending"], max(requested - delivered - failed, 0))
-        yield callback_family
+def _worker_families(snapshot: _AuditSnapshot, now: datetime) -> Iterator[Metric]:
+    running = snapshot.running
+    workers = GaugeMetricFamily(
+        f"{NAMESPACE}_workers_busy", "Distinct workers running an audit now."
+    )
+    workers.add_metric([], len({worker for worker, _beat in running if worker}))
+    yield workers
+    stalest = GaugeMetricFamily(
+        f"{NAMESPACE}_heartbeat_max_age_seconds",
+        "Longest time since a running audit's worker last sent a heartbeat (0 when none "
+        "runs); above TRUSTDIFF_HEARTBEAT_TIMEOUT_S the sweep declares the worker lost.",
+    )
+    stalest.add_metric([], max((_age(now, beat) for _worker, beat in running), default=0.0))
+    yield stalest
 
-        stages = HistogramMetricFamily(
-            f"{NAMESPACE}_audit_stage_duration_seconds",
-            "Seconds each stage of succeeded audits took (from their result manifests).",
-            labels=["stage"],
-        )
-        for stage, values in sorted(stage_seconds.items()):
-            buckets = [
-                (_bucket_label(bound), sum(value <= bound for value in values))
-                for bound in STAGE_BUCKETS
-            ]
-            stages.add_metric([stage], buckets, sum_value=sum(values))
-        yield stages
+
+def _callback_family(snapshot: _AuditSnapshot) -> Metric:
+    delivered, failed, requested = snapshot.callbacks
+    family = GaugeMetricFamily(
+        f"{NAMESPACE}_callbacks",
+        "Callbacks of finished audits by state (failed: given up after every retry).",
+        labels=["state"],
+    )
+    family.add_metric(["delivered"], delivered)
+    family.add_metric(["failed"], failed)
+    family.add_metric(["pending"], max(requested - delivered - failed, 0))
+    return family
+
+
+def _stage_family(snapshot: _AuditSnapshot) -> Metric:
+    stages = HistogramMetricFamily(
+        f"{NAMESPACE}_audit_stage_duration_seconds",
+        "Seconds each stage of succeeded audits took (from their result manifests).",
+        labels=["stage"],
+    )
+    for stage, values in sorted(snapshot.stage_seconds.items()):
+        buckets = [
+            (_bucket_label(bound), sum(value <= bound for value in values))
+            for bound in STAGE_BUCKETS
+        ]
+        stages.add_metric([stage], buckets, sum_value=sum(values))
+    return stages
 
 
 def _stage_seconds(rows: Any) -> dict[str, list[float]]:

@@ -379,6 +379,15 @@ def _add_submit_parser(subparsers: Any) -> None:
         formatter_class=_HelpFormatter,
     )
     _add_connection_options(parser)
+    _add_submit_models(parser)
+    _add_submit_dataset(parser)
+    _add_submit_settings(parser)
+    _add_wait_options(parser, wait_help="wait for the verdict and exit with it")
+    _add_submit_outputs(parser)
+    parser.set_defaults(func=_guarded(_submit_command))
+
+
+def _add_submit_models(parser: argparse.ArgumentParser) -> None:
     models = parser.add_argument_group("models (paths under the server's model root)")
     models.add_argument("--reference", required=True, metavar="PATH", help="reference checkpoint")
     models.add_argument("--candidate", required=True, metavar="PATH", help="candidate checkpoint")
@@ -390,6 +399,8 @@ def _add_submit_parser(subparsers: Any) -> None:
             help=f"transform applied to the {name} at load time",
         )
 
+
+def _add_submit_dataset(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("dataset")
     data.add_argument(
         "--dataset",
@@ -404,6 +415,8 @@ def _add_submit_parser(subparsers: Any) -> None:
     data.add_argument("--limit", type=int, metavar="N", help="audit at most N rows")
     data.add_argument("--sampling", choices=["head", "random"], default="head", help="with --limit")
 
+
+def _add_submit_settings(parser: argparse.ArgumentParser) -> None:
     audit = parser.add_argument_group("audit settings")
     audit.add_argument(
         "--options",
@@ -419,7 +432,8 @@ def _add_submit_parser(subparsers: Any) -> None:
         help="resubmitting with the same key returns the same audit (default: a fresh one)",
     )
 
-    _add_wait_options(parser, wait_help="wait for the verdict and exit with it")
+
+def _add_submit_outputs(parser: argparse.ArgumentParser) -> None:
     output = parser.add_argument_group("output (each implies --wait)")
     output.add_argument("--out", metavar="FILE", help="write the result document (JSON)")
     output.add_argument("--report", metavar="FILE", help="write the HTML report")
@@ -431,7 +445,6 @@ def _add_submit_parser(subparsers: Any) -> None:
     output.add_argument(
         "--mlflow-experiment", metavar="NAME", help="MLflow experiment (default: trustdiff)"
     )
-    parser.set_defaults(func=_guarded(_submit_command))
 
 
 def register(subparsers: Any) -> None:

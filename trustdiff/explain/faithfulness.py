@@ -218,8 +218,6 @@ def add_faithfulness(
     each model's erased inputs go through a one-model evaluator with the same batching, so
     a model is never run on the other's perturbations.
     """
-    from trustdiff.inference import BatchingEvaluator
-
     settings = config.explain
     targets = {
         index: explained_targets(
@@ -231,21 +229,11 @@ def add_faithfulness(
         )
         for index in explanations
     }
-    model_predicts = []
-    for runner, order in zip(evaluator.runners, evaluator.column_orders, strict=True):
-        single = BatchingEvaluator(
-            [runner],
-            column_orders=[order],
-            batch_size=evaluator.batch_size,
-            gpu_batch_size=evaluator.gpu_batch_size,
-            should_cancel=evaluator.should_cancel,
-        )
-        model_predicts.append(lambda inputs, single=single: single.predict_proba(inputs)[0])
     summaries, per_row = measure_faithfulness(
         explanations,
         targets=targets,
         full_predict=joint_predict(evaluator),
-        model_predicts=model_predicts[:2],
+        model_predicts=_one_model_predicts(evaluator)[:2],
         settings=FaithfulnessSettings(
             top_k=settings.top_k,
             masking=settings.masking,
@@ -267,3 +255,27 @@ def add_faithfulness(
             for index, explanation in explanations.items()
         },
     )
+
+
+def _one_model_predicts(evaluator: BatchingEvaluator) -> list[ModelPredict]:
+    """Per runner, its own prediction through a one-model evaluator batching like `evaluator`."""
+    from trustdiff.inference import BatchingEvaluator
+
+    predicts: list[ModelPredict] = []
+    for runner, order in zip(evaluator.runners, evaluator.column_orders, strict=True):
+        single = BatchingEvaluator(
+            [runner],
+            column_orders=[order],
+            batch_size=evaluator.batch_size,
+            gpu_batch_size=evaluator.gpu_batch_size,
+            should_cancel=evaluator.should_cancel,
+        )
+        predicts.append(_first_model_of(single))
+    return predicts
+
+
+def _first_model_of(evaluator: BatchingEvaluator) -> ModelPredict:
+    def predict(inputs: list[TextInput]) -> NDArray[np.float64]:
+        return evaluator.predict_proba(inputs)[0]
+
+    return predict

@@ -12,10 +12,11 @@ from numpy.typing import NDArray
 
 from trustdiff.config import ExplainMethod, ExplainSettings
 from trustdiff.explain.lockstep import ModelsPredict
-from trustdiff.explain.registry import get_explainer
+from trustdiff.explain.registry import Explainer, get_explainer
 from trustdiff.explain.words import WordFeatures
 
 if TYPE_CHECKING:
+    from trustdiff.explain.words import PredictFunction
     from trustdiff.inference import TextInput
 
 REFERENCE, CANDIDATE, TWIN = 0, 1, 2
@@ -76,19 +77,15 @@ def explain_instance(
         columns = tuple(
             position * n_classes + target_of[model] for position, model in enumerate(models)
         )
-
-        def selected(inputs: list[TextInput]) -> NDArray[np.float64]:
-            return predict(inputs, models)
-
-        attributions = explainer.explain(
+        return _scores(
+            explainer,
             features,
-            selected,
+            lambda inputs: predict(inputs, models),
             columns=columns,
             settings=settings,
             seed=run_seed,
             mask_token=mask_token,
         )
-        return [attributions.scores_of(column) for column in columns]
 
     runs = [
         run(models, seed)
@@ -107,6 +104,23 @@ def explain_instance(
         twin=twin,
         twin_reference=twin_reference,
     )
+
+
+def _scores(
+    explainer: Explainer,
+    features: WordFeatures,
+    predict: PredictFunction,
+    *,
+    columns: tuple[int, ...],
+    settings: ExplainSettings,
+    seed: int,
+    mask_token: str | None,
+) -> list[NDArray]:
+    """One run of `explainer`: each explained column's attributions, shape (d,)."""
+    attributions = explainer.explain(
+        features, predict, columns=columns, settings=settings, seed=seed, mask_token=mask_token
+    )
+    return [attributions.scores_of(column) for column in columns]
 
 
 def first_run_models(

@@ -191,15 +191,12 @@ def explain_and_align(
     `progress("explain", done, total)` reports instances; `should_cancel` is checked between
     instances and raises `AuditCancelledError`. Up to `workers` instances run at once.
     """
-    reference, candidate = _checked_probabilities(
-        reference_proba, candidate_proba, rows=len(dataset.inputs), n_classes=len(labels)
-    )
-    twin = (
-        None
-        if twin_proba is None
-        else _checked_probabilities(
-            reference_proba, twin_proba, rows=len(dataset.inputs), n_classes=len(labels)
-        )[1]
+    reference, candidate, twin = _checked_probabilities(
+        reference_proba,
+        candidate_proba,
+        twin_proba,
+        rows=len(dataset.inputs),
+        n_classes=len(labels),
     )
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -237,17 +234,22 @@ def explain_and_align(
 
 
 def _checked_probabilities(
-    reference_proba: ArrayLike, candidate_proba: ArrayLike, *, rows: int, n_classes: int
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    reference_proba: ArrayLike,
+    candidate_proba: ArrayLike,
+    twin_proba: ArrayLike | None,
+    *,
+    rows: int,
+    n_classes: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64] | None]:
+    """The (rows, n_classes) arrays as float64, no twin kept None; `ValueError` on a shape."""
     reference = np.asarray(reference_proba, dtype=np.float64)
     candidate = np.asarray(candidate_proba, dtype=np.float64)
+    twin = None if twin_proba is None else np.asarray(twin_proba, dtype=np.float64)
     expected_shape = (rows, n_classes)
-    if reference.shape != expected_shape or candidate.shape != expected_shape:
-        raise ValueError(
-            f"probabilities must have shape {expected_shape}, got {reference.shape} and "
-            f"{candidate.shape}"
-        )
-    return reference, candidate
+    shapes = [array.shape for array in (reference, candidate, twin) if array is not None]
+    if any(shape != expected_shape for shape in shapes):
+        raise ValueError(f"probabilities must have shape {expected_shape}, got {shapes}")
+    return reference, candidate, twin
 
 
 def _targets_by_row(

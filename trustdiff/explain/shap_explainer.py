@@ -173,15 +173,9 @@ def explain_shap(
         raise ValueError(f"unknown SHAP algorithm {algorithm!r}; known: {sorted(_SHAP_ALGORITHMS)}")
     selected = list(columns)
     stream = GlobalRandomStream(seed)
-
-    def model(keep_masks: NDArray[Any]) -> NDArray[np.float64]:
-        inputs = features.compose_many(
-            np.asarray(keep_masks) > 0.5, masking=masking, mask_token=mask_token
-        )
-        with stream.set_aside():
-            outputs = np.asarray(predict(inputs), dtype=np.float64)
-        return outputs[:, selected]
-
+    model = _coalition_model(
+        features, predict, selected, stream=stream, masking=masking, mask_token=mask_token
+    )
     with stream.installed():
         values, base = run_algorithm(
             model, features, max_evals=max_evals, seed=seed, batch_size=batch_size
@@ -192,6 +186,32 @@ def explain_shap(
         scores=values.reshape(d, len(selected)).T,
         base_values=base.reshape(len(selected)),
     )
+
+
+def _coalition_model(
+    features: WordFeatures,
+    predict: PredictFunction,
+    selected: list[int],
+    *,
+    stream: GlobalRandomStream,
+    masking: Masking,
+    mask_token: str | None,
+) -> Callable[[NDArray[Any]], NDArray[np.float64]]:
+    """What shap calls: (n, d) keep-masks -> the `selected` columns of `predict`, (n, C').
+
+    The prediction runs with the explanation's random stream set aside, so the evaluator's
+    work never draws from it.
+    """
+
+    def model(keep_masks: NDArray[Any]) -> NDArray[np.float64]:
+        inputs = features.compose_many(
+            np.asarray(keep_masks) > 0.5, masking=masking, mask_token=mask_token
+        )
+        with stream.set_aside():
+            outputs = np.asarray(predict(inputs), dtype=np.float64)
+        return outputs[:, selected]
+
+    return model
 
 
 # Each runs shap on `model` (keep masks (m, d) -> outputs (m, c)) over the d words, holding
