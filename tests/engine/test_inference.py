@@ -17,14 +17,13 @@ from trustdiff.datasets import read_dataset
 from trustdiff.errors import AuditCancelledError, ConfigError, PickledCheckpointError
 from trustdiff.inference import (
     BatchingEvaluator,
-    Int8WeightLinear,
     ModelRunner,
     load_model_runner,
-    plan_batches,
     progress_bars_silenced,
     resolve_device,
     resolve_dtype,
 )
+from trustdiff.transforms import Int8WeightLinear
 
 # Lengths vary from 0 words to past max_length (64 positions), with repeats.
 INPUTS = [
@@ -231,40 +230,6 @@ def test_runners_of_different_tokenizers_tokenize_separately(
     assert not np.allclose(full[long_text], truncated[long_text])
 
 
-def test_batches_cover_every_row_once_within_budget_and_row_cap() -> None:
-    lengths = np.random.default_rng(0).integers(1, 120, size=500)
-    for budget, rows, overhead in [(512, 64, 0), (512, 64, 64), (4096, 16, 10_000), (50, 8, 5)]:
-        batches = plan_batches(
-            lengths, token_budget=budget, max_rows=rows, batch_overhead_tokens=overhead
-        )
-        np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(500))
-        widths = [int(lengths[batch].max()) for batch in batches]
-        assert widths == sorted(widths, reverse=True)  # longest first
-        for batch, width in zip(batches, widths, strict=True):
-            assert len(batch) <= rows
-            assert len(batch) == 1 or len(batch) * width <= budget
-
-
-def test_batches_close_at_width_jumps_only_when_padding_costs_more_than_a_pass() -> None:
-    lengths = [30, 30, 10, 10, 10, 10, 9, 9]
-    # Free passes: every batch holds one length, no padding at all.
-    free = plan_batches(lengths, token_budget=1000, max_rows=100, batch_overhead_tokens=0)
-    assert [sorted(batch.tolist()) for batch in free] == [[0, 1], [2, 3, 4, 5], [6, 7]]
-    # A pass costs 25 tokens: 30 -> 10 would pad 6 rows by 20 (120 > 25), so it closes;
-    # 10 -> 9 would pad 2 rows by 1 (2 < 25), so it does not.
-    mixed = plan_batches(lengths, token_budget=1000, max_rows=100, batch_overhead_tokens=25)
-    assert [sorted(batch.tolist()) for batch in mixed] == [[0, 1], [2, 3, 4, 5, 6, 7]]
-    # Passes so dear that only the row cap closes batches: fixed-size sorted batches.
-    fixed = plan_batches(lengths, token_budget=1000, max_rows=3, batch_overhead_tokens=10**6)
-    assert [len(batch) for batch in fixed] == [3, 3, 2]
-    # A row longer than the budget is a batch of its own.
-    alone = plan_batches([40, 5, 5], token_budget=20, max_rows=8, batch_overhead_tokens=10**6)
-    assert [batch.tolist() for batch in alone] == [[0], [1, 2]]
-    assert plan_batches([], token_budget=10, max_rows=1, batch_overhead_tokens=0) == []
-    with pytest.raises(ValueError, match="token_budget"):
-        plan_batches([1], token_budget=0, max_rows=1, batch_overhead_tokens=0)
-
-
 def test_dtype_auto_is_float32_on_cpu_and_bfloat16_on_cuda(
     tiny_assets: TinyAssets, reference: ModelRunner
 ) -> None:
@@ -317,27 +282,6 @@ def test_compression_transforms_predict_close_to_the_original(
     np.testing.assert_allclose(compressed.sum(axis=1), 1.0, atol=1e-12)
     assert 0 < np.abs(original - compressed).max() < 0.05
     assert np.mean(original.argmax(axis=1) == compressed.argmax(axis=1)) >= 0.95
-
-
-def test_int8_weight_linear_is_per_channel_symmetric_quantization() -> None:
-    torch.manual_seed(0)
-    linear = torch.nn.Linear(16, 4)
-    with torch.no_grad():
-        linear.weight[1] *= 100  # channels keep their own scale
-    quantized = Int8WeightLinear(linear)
-    weight = linear.weight.detach()
-    scale = weight.abs().amax(dim=1) / 127
-    torch.testing.assert_close(quantized.scale, scale)
-    assert quantized.weight_int8.dtype == torch.int8
-    assert int(quantized.weight_int8.abs().max()) == 127
-    dequantized = quantized.weight_int8.float() * scale[:, None]
-    assert bool(((dequantized - weight).abs() <= scale[:, None] / 2 + 1e-7).all())
-    inputs = torch.randn(3, 16)
-    expected = torch.nn.functional.linear(inputs, dequantized, linear.bias)
-    torch.testing.assert_close(quantized(inputs), expected)
-    torch.testing.assert_close(
-        quantized(inputs.bfloat16()), expected.bfloat16(), atol=0.5, rtol=0.02
-    )
 
 
 def test_loader_refuses_pickled_weights_before_loading(
