@@ -191,7 +191,7 @@ def explain_and_align(
     `progress("explain", done, total)` reports instances; `should_cancel` is checked between
     instances and raises `AuditCancelledError`. Up to `workers` instances run at once.
     """
-    reference, candidate, twin = _checked_probabilities(
+    probabilities = _checked_probabilities(
         reference_proba,
         candidate_proba,
         twin_proba,
@@ -201,12 +201,8 @@ def explain_and_align(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     methods: list[ExplainMethod] = list(dict.fromkeys(settings.methods))
-    selection = select_instances(
-        dataset.inputs,
-        count=settings.instances if methods else 0,
-        seed=seed,
-        top_k=settings.top_k,
-    )
+    count = settings.instances if methods else 0
+    selection = select_instances(dataset.inputs, count=count, seed=seed, top_k=settings.top_k)
     indices = selection.indices
     if progress is not None:
         progress("explain", 0, len(indices))
@@ -219,7 +215,7 @@ def explain_and_align(
         n_classes=len(labels),
         seed=seed,
         mask_token=reference_mask_token(evaluator) if settings.masking == "mask_token" else None,
-        targets=_targets_by_row(indices, reference, candidate, twin, dataset.labels, settings),
+        targets=_targets_by_row(indices, *probabilities, dataset.labels, settings),
     )
     results = explain_in_waves(
         explain_row,
