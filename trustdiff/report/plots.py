@@ -15,6 +15,7 @@ from trustdiff.result import (
     GateCheck,
     Histogram,
     MetricSummary,
+    ModelSmoothCalibration,
     ReliabilityBin,
     SmoothCalibration,
     SmoothReliabilityCurve,
@@ -392,6 +393,17 @@ def smooth_reliability_plot(smooth: SmoothCalibration) -> Markup:
         x=svg.left,
         y=12,
     )
+    _density_strips(svg, models, x_min=x_domain[0])
+    return svg.render()
+
+
+def _density_strips(
+    svg: SvgCanvas,
+    models: tuple[tuple[ModelSmoothCalibration, str, str, str], ...],
+    *,
+    x_min: float,
+) -> None:
+    """Below the plot, one strip per model: its density of confidences on the same x axis."""
     strip_top, row_height = 400.0, 22.0
     largest = max((d for model, *_ in models for d in model.curve.density), default=0.0) or 1.0
     for row, (model, colour, short, _) in enumerate(models):
@@ -403,12 +415,11 @@ def smooth_reliability_plot(smooth: SmoothCalibration) -> Markup:
             [
                 (svg.x(x), base - (row_height - 4) * d / largest)
                 for x, d in zip(curve.confidence, curve.density, strict=True)
-                if x >= x_domain[0]
+                if x >= x_min
             ],
             stroke=colour,
         )
     svg.text(svg.left, strip_top - 2, "density of confidences, same confidence axis", size=10)
-    return svg.render()
 
 
 def distance_histogram(summary: DistanceSummary, *, label: str, x_label: str) -> Markup:
