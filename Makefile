@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install services browser lint typecheck pytest test demo demo-build bench bench-quick bench-gpu load chaos openapi clean
+.PHONY: install services browser lint typecheck pytest test demo demo-build bench bench-quick bench-gpu bench-scale load chaos openapi clean
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,12 @@ bench: install
 # A small run that checks the benchmark works (its figures mean nothing).
 bench-quick: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) bench/bench_explain.py --quick
+
+# One large synthetic audit through the CLI engine (default 1,000,000 rows; ROWS=100000 on
+# a small machine): stage times, peak RSS, document and rows file sizes, first /rows page.
+ROWS ?= 1000000
+bench-scale: install
+	OMP_WAIT_POLICY=PASSIVE $(PY) bench/bench_scale.py --rows $(ROWS)
 
 # The GPU path: 500 sentence pairs x 2 BERT-base-sized models (LIME 1000 + SHAP 500 + floor).
 # Without CUDA it runs a tiny smoke variant.

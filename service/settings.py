@@ -71,7 +71,8 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(
         default_factory=lambda data: data["home"] / "cache",
-        description="Cached fingerprints and reference predictions, shared by the workers.",
+        description="Checkpoint digests (by file sizes and times) and the reference's "
+        "predictions per dataset (trustdiff.cache), shared by the workers.",
     )
     queue: str = Field(default="trustdiff", min_length=1, description="Celery queue for audits.")
 
@@ -160,9 +161,10 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="First wait between attempts to store a result."
     )
     twin_cache_dir: Path = Field(
-        default_factory=lambda data: data["home"] / "twin-cache",
+        default_factory=lambda data: data["cache_dir"],
         description="The twin's figures, one JSON file per reference, twin, dataset and "
-        "settings (trustdiff.twin_cache), so auditing several candidates pays for it once.",
+        "settings (trustdiff.twin_cache), so auditing several candidates pays for it once; "
+        "by default in `cache_dir` (its `twin/` folder), beside the reference predictions.",
     )
     artifacts_dir: Path = Field(
         default_factory=lambda data: data["home"] / "artifacts",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from trustdiff.cache import PREDICTIONS, AuditCache
 from trustdiff.checkpoints import (
     CheckpointInfo,
     align_label_spaces,
+    checkpoint_content_sha256,
     fingerprint_checkpoint,
     inspect_checkpoint,
 )
@@ -285,10 +287,14 @@ def _load_runners(
 
 
 def _evaluator(
-    validated: ValidatedAudit, runners: _Runners, should_cancel: Callable[[], bool] | None
+    validated: ValidatedAudit,
+    runners: _Runners,
+    should_cancel: Callable[[], bool] | None,
+    *,
+    without_reference: bool = False,
 ) -> BatchingEvaluator:
     """One evaluator for the models (reference, candidate, then the twin when loaded), every
-    model's columns in reference label order."""
+    model's columns in reference label order; `without_reference` leaves the reference out."""
     from trustdiff.inference import BatchingEvaluator
 
     models = [runners.reference, runners.candidate]
@@ -296,6 +302,8 @@ def _evaluator(
     if runners.twin is not None and validated.twin_column_order is not None:
         models.append(runners.twin)
         orders.append(validated.twin_column_order)
+    if without_reference:
+        models, orders = models[1:], orders[1:]
     return BatchingEvaluator(
         models,
         column_orders=orders,
@@ -320,6 +328,90 @@ def _predict(
             if start + chunk_size < len(inputs):
                 stages.report("predict", start + chunk_size, len(inputs))
     return [np.concatenate(model_parts) for model_parts in parts]
+
+
+def _reference_predictions_key(
+    validated: ValidatedAudit, reference_fingerprint: str, runner: ModelRunner
+) -> dict[str, object]:
+    """Everything the reference's probabilities on the dataset depend on, and nothing else.
+
+    The model (fingerprint, which includes the transform; the dtype and device it computed
+    in; max length and batch size, which decide truncation and padding) and the rows (the
+    file's sha256, its field mapping, limit, sampling and the seed a random sample used).
+    The engine version is in the key too: a release may change how inputs are batched.
+    """
+    from trustdiff import __version__
+
+    config, spec = validated.config, validated.config.dataset
+    return {
+        "model": {
+            "fingerprint": reference_fingerprint,
+            "dtype": str(runner.dtype),
+            "device": str(runner.device),
+            "max_length": config.max_length,
+            "batch_size": config.batch_size,
+        },
+        "dataset": {
+            "sha256": validated.dataset.fingerprint,
+            "format": validated.dataset.format,
+            "text_field": spec.text_field,
+            "text_pair_field": spec.text_pair_field,
+            "limit": spec.limit,
+            "sampling": spec.sampling,
+            "seed": config.seed if spec.limit is not None and spec.sampling == "random" else None,
+        },
+        "trustdiff": __version__,
+    }
+
+
+def _predict_all(
+    evaluator: BatchingEvaluator,
+    validated: ValidatedAudit,
+    runners: _Runners,
+    reference_fingerprint: str,
+    stages: _Stages,
+    cache: AuditCache | None,
+) -> list[NDArray[np.float64]]:
+    """`_predict` of every model; the reference's probabilities from `cache` when it has them.
+
+    On a miss every model runs through `evaluator` (the one the explainers use next) and the
+    reference's probabilities are stored for the next audit against this reference and
+    dataset. On a hit the other models run through an evaluator without the reference: no
+    reference forward pass at all. The chunks and each tokenizer's batch plan are the same
+    either way, so the figures are identical to an uncached run.
+    """
+    config, inputs = validated.config, validated.dataset.inputs
+    key = _reference_predictions_key(validated, reference_fingerprint, runners.reference)
+    cached = None if cache is None else cache.load_arrays(PREDICTIONS, key)
+    if cached is None or cached["proba"].shape != (len(inputs), len(validated.labels)):
+        probabilities = _predict(evaluator, inputs, batch_size=config.batch_size, stages=stages)
+        if cache is not None:
+            cache.store_arrays(PREDICTIONS, key, {"proba": probabilities[0]})
+        return probabilities
+    others = _evaluator(validated, runners, stages.should_cancel, without_reference=True)
+    rest = _predict(others, inputs, batch_size=config.batch_size, stages=stages)
+    stages.timings["forward_without_reference"] = others.stats.forward_seconds
+    return [cached["proba"].astype(np.float64), *rest]
+
+
+def _checkpoint_fingerprints(
+    specs: Sequence[tuple[Path, str | None]], cache: AuditCache | None
+) -> list[str]:
+    """Each (folder, transform)'s fingerprint; each folder's files are read at most once.
+
+    With a cache, a folder whose files kept their sizes and modification times is not read
+    at all; without one, a folder audited against a transform of itself is read once.
+    """
+    if cache is not None:
+        return [cache.checkpoint_fingerprint(path, transform) for path, transform in specs]
+    contents: dict[Path, str] = {}
+    for path, _ in specs:
+        if path not in contents:
+            contents[path] = checkpoint_content_sha256(path)
+    return [
+        fingerprint_checkpoint(path, transform, content_sha256=contents[path])
+        for path, transform in specs
+    ]
 
 
 def _explain(
@@ -490,6 +582,7 @@ def run_audit(
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
     twin_cache: TwinCache | None = None,
+    cache: AuditCache | None = None,
     rows_path: str | os.PathLike[str] | None = None,
     rows_text: bool = False,
 ) -> AuditResult:
@@ -520,6 +613,11 @@ def run_audit(
     The document keeps the explained instances only. Every row's outcome is written to the
     Parquet file `rows_path` when given (`trustdiff.rows`; the texts too with `rows_text`),
     and the document's `rows` section counts them (with the file's sha256 when written).
+
+    With a `cache` (`trustdiff.cache.AuditCache`), checkpoint fingerprints of unchanged
+    folders and the reference's predictions on this dataset are reused: another candidate
+    audited against the same reference and dataset runs no reference forward pass on it
+    (`manifest.timings["forward_without_reference"]` is then set).
     """
     stages = _Stages(progress, should_cancel)
     with stages.stage("validate"):
@@ -529,15 +627,15 @@ def run_audit(
             data_root=data_root,
             shared_model_root=shared_model_root,
         )
-        fingerprints = (
-            fingerprint_checkpoint(validated.reference_path, config.reference.transform),
-            fingerprint_checkpoint(validated.candidate_path, config.candidate.transform),
-        )
-        twin_fingerprint = (
-            None
-            if config.twin is None or validated.twin_path is None
-            else fingerprint_checkpoint(validated.twin_path, config.twin.transform)
-        )
+        specs = [
+            (validated.reference_path, config.reference.transform),
+            (validated.candidate_path, config.candidate.transform),
+        ]
+        if config.twin is not None and validated.twin_path is not None:
+            specs.append((validated.twin_path, config.twin.transform))
+        computed = _checkpoint_fingerprints(specs, cache)
+        fingerprints = (computed[0], computed[1])
+        twin_fingerprint = computed[2] if len(computed) == 3 else None
         twin_key = _twin_key(validated, fingerprints[0], twin_fingerprint)
         cached = None
         if twin_key is not None and twin_cache is not None:
@@ -546,9 +644,7 @@ def run_audit(
     with stages.stage("load", total=3 if load_twin else 2):
         runners = _load_runners(validated, stages.report, load_twin=load_twin)
     evaluator = _evaluator(validated, runners, should_cancel)
-    probabilities = _predict(
-        evaluator, validated.dataset.inputs, batch_size=config.batch_size, stages=stages
-    )
+    probabilities = _predict_all(evaluator, validated, runners, fingerprints[0], stages, cache)
     twin_proba = (
         probabilities[2]
         if load_twin
@@ -632,7 +728,9 @@ def run_audit(
             slices=breakdown.slices,
             divergence=breakdown.divergence,
         )
-    stages.timings["forward"] = evaluator.stats.forward_seconds
+    stages.timings["forward"] = evaluator.stats.forward_seconds + stages.timings.get(
+        "forward_without_reference", 0.0
+    )
     stages.timings["total"] = time.perf_counter() - stages.started
     return AuditResult(
         manifest=_manifest(validated, fingerprints, runners, stages.timings, twin),

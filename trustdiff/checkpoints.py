@@ -174,36 +174,54 @@ def inspect_checkpoint(
     )
 
 
-def fingerprint_checkpoint(path: Path, transform: str | None) -> str:
-    """sha256 (hex) over config, tokenizer and weight files, sorted by name, plus `transform`.
-
-    Each file contributes its name, its size and its bytes, so renaming or truncating a file
-    changes the fingerprint; the transform name (`"none"` when None) is hashed last, so a
-    quantized candidate never shares its source folder's fingerprint. Pickled weight files
-    count as weights here: fingerprinting reads bytes, it never unpickles.
-    """
+def fingerprinted_files(path: Path) -> list[Path]:
+    """The files a checkpoint's fingerprint reads: config, tokenizer and weights, by name."""
     if not path.is_dir():
         raise CheckpointNotFoundError(f"checkpoint folder {str(path)!r} does not exist")
-    names = sorted(
-        child.name
-        for child in path.iterdir()
-        if child.is_file()
-        and (
-            child.name == "config.json"
-            or child.name in TOKENIZER_FILE_NAMES
-            or child.name.endswith(SAFE_WEIGHT_SUFFIXES + PICKLED_WEIGHT_SUFFIXES)
-            or child.name.endswith(".safetensors.index.json")
-        )
+    return sorted(
+        (
+            child
+            for child in path.iterdir()
+            if child.is_file()
+            and (
+                child.name == "config.json"
+                or child.name in TOKENIZER_FILE_NAMES
+                or child.name.endswith(SAFE_WEIGHT_SUFFIXES + PICKLED_WEIGHT_SUFFIXES)
+                or child.name.endswith(".safetensors.index.json")
+            )
+        ),
+        key=lambda file: file.name,
     )
+
+
+def checkpoint_content_sha256(path: Path) -> str:
+    """sha256 (hex) over the fingerprinted files, sorted by name: each file's name, size, bytes.
+
+    Renaming or truncating a file changes it; where the folder lives does not. Pickled
+    weight files count as weights here: hashing reads bytes, it never unpickles.
+    """
     digest = hashlib.sha256()
-    for name in names:
-        file = path / name
-        digest.update(f"{name}\0{file.stat().st_size}\0".encode())
+    for file in fingerprinted_files(path):
+        digest.update(f"{file.name}\0{file.stat().st_size}\0".encode())
         with file.open("rb") as handle:
             while chunk := handle.read(_HASH_CHUNK_BYTES):
                 digest.update(chunk)
-    digest.update(f"transform\0{transform or 'none'}".encode())
     return digest.hexdigest()
+
+
+def fingerprint_checkpoint(
+    path: Path, transform: str | None, *, content_sha256: str | None = None
+) -> str:
+    """sha256 (hex) of the folder's content digest and `transform`: what the model computes.
+
+    `content_sha256` is `checkpoint_content_sha256(path)`, computed here unless the caller
+    has it (a cache keyed by the files' sizes and modification times, see
+    `trustdiff.cache.AuditCache.checkpoint_fingerprint`): the weights are read once per
+    folder, however many transforms of it are audited. The transform name (`"none"` when
+    None) is hashed in, so a quantized candidate never shares its source folder's fingerprint.
+    """
+    content = content_sha256 if content_sha256 is not None else checkpoint_content_sha256(path)
+    return hashlib.sha256(f"{content}\0transform\0{transform or 'none'}".encode()).hexdigest()
 
 
 def align_label_spaces(

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from trustdiff import __version__
+from trustdiff.cache import AuditCache
 from trustdiff.config import AuditConfig
 from trustdiff.config_files import (
     load_config_file,
@@ -360,6 +361,13 @@ def _twin_cache(args: argparse.Namespace) -> TwinCache | None:
     return TwinCache(args.cache_dir or default_cache_dir())
 
 
+def _audit_cache(args: argparse.Namespace) -> AuditCache | None:
+    """The same folder as the twin's cache: one place to keep, clear or share."""
+    if args.no_cache:
+        return None
+    return AuditCache(args.cache_dir or default_cache_dir())
+
+
 def _audit_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out = Path(args.out)
@@ -374,6 +382,7 @@ def _audit_command(args: argparse.Namespace) -> int:
                 config,
                 progress=progress,
                 twin_cache=_twin_cache(args),
+                cache=_audit_cache(args),
                 rows_path=args.rows,
                 rows_text=args.rows_text,
             )
@@ -422,11 +431,14 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     output.add_argument(
         "--cache-dir",
         metavar="DIR",
-        help="where the twin's figures are cached across audits (default: "
-        "$TRUSTDIFF_CACHE_DIR, else $XDG_CACHE_HOME/trustdiff or ~/.cache/trustdiff)",
+        help="where checkpoint fingerprints, the reference's predictions on the dataset and "
+        "the twin's figures are cached across audits (default: $TRUSTDIFF_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/trustdiff or ~/.cache/trustdiff)",
     )
     output.add_argument(
-        "--no-cache", action="store_true", help="measure the twin again, read no cache"
+        "--no-cache",
+        action="store_true",
+        help="read and write no cache: hash both folders, predict the reference, measure the twin",
     )
     output.add_argument(
         "--rows",

@@ -29,6 +29,7 @@ from service.models import AuditStatus, Tenant
 from service.problems import NotFound
 from service.settings import Settings
 from service.transitions import InvalidTransition, Progress
+from trustdiff.cache import AuditCache
 from trustdiff.config import AuditConfig
 from trustdiff.errors import AuditCancelledError, TrustdiffError
 from workers.tracking import log_to_mlflow
@@ -321,6 +322,9 @@ def _run_engine(
             should_cancel=heartbeat.should_cancel,
             twin_cache=TwinCache(settings.twin_cache_dir),
             rows_path=rows_path,
+            # Shared by the workers: a second candidate against the same reference and
+            # dataset reuses the reference's predictions, unchanged folders are not re-hashed.
+            cache=AuditCache(settings.cache_dir),
         )
         document = _result_document(result)
         rows_url = ArtifactStore.from_settings(settings).put(

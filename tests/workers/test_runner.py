@@ -336,3 +336,27 @@ def test_an_audit_past_its_soft_time_limit_fails_with_a_clear_code(
     audit = load(parked_database, audit_id)
     assert audit.error_code == "time_limit_exceeded"
     assert "0.5s time limit" in (audit.error_message or "")
+
+
+def test_a_second_candidate_reuses_the_reference_predictions_and_stores_rows(
+    parked_database: Database, parked_settings: Settings, tmp_path: Any
+) -> None:
+    from service.artifacts import ArtifactStore
+
+    settings = parked_settings.model_copy(update={"cache_dir": tmp_path / "cache"})
+    first = submit(
+        parked_database, settings, candidate={"path": "perturbed"}, explain={"instances": 0}
+    )
+    second = submit(parked_database, settings, explain={"instances": 0})
+    for audit_id in (first, second):
+        assert run_audit_job(audit_id, database=parked_database, settings=settings) == "succeeded"
+    timings = [
+        load(parked_database, audit_id).result["manifest"]["timings"]
+        for audit_id in (first, second)
+    ]  # type: ignore[index]
+    assert "forward_without_reference" not in timings[0]
+    # The reference's predictions on the dataset came from the cache the first audit filled.
+    assert "forward_without_reference" in timings[1]
+    audit = load(parked_database, second)
+    assert audit.rows_url is not None
+    assert ArtifactStore.from_settings(settings).exists(audit.rows_url)

@@ -1,0 +1,192 @@
+"""Scale benchmark: one large synthetic audit through the CLI engine, stage by stage.
+
+    make bench-scale                                   # 1,000,000 rows
+    python bench/bench_scale.py --rows 100000          # what a small machine affords
+
+Builds two tiny BERT checkpoints from a config (a reference and a noisy "compressed" copy,
+untrained: this measures the machinery, not the models), writes a synthetic JSONL dataset,
+then runs `trustdiff audit` as a child process three times:
+
+1. cold: `--no-cache`; the reference is predicted, both checkpoints are hashed;
+2. the same audit with an empty `--cache-dir`: fills the cache;
+3. another candidate against the same reference and dataset with that cache: the reference
+   predictions and the reference's fingerprint come from the cache.
+
+For each it records the wall time, the engine's per-stage timings, the child's peak RSS
+(`ru_maxrss` of the waited-for child), the result document's and the rows file's size, and
+the time to the first page of the rows file (`read_rows_page`, what `GET /rows` serves), in
+a fresh process (pyarrow import included) and warm. Results go to `out/bench-scale/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = [
+    "the", "movie", "film", "plot", "acting", "was", "is", "a", "very", "and", "this",
+    "story", "cast", "ending", "music", "really", "good", "great", "excellent", "wonderful",
+    "love", "fun", "bad", "awful", "terrible", "boring", "hate", "dull",
+]  # fmt: skip
+LABELS = ("negative", "positive")
+PAGE_PROBE = """
+import sys, time
+started = time.perf_counter()
+from trustdiff.rows import read_rows_page
+page = read_rows_page(sys.argv[1], limit=100)
+first = time.perf_counter() - started
+started = time.perf_counter()
+read_rows_page(sys.argv[1], position=int(sys.argv[2]), limit=100, flipped_only=True)
+print(first, time.perf_counter() - started, len(page.items))
+"""
+
+
+def build_checkpoint(path: Path, *, seed: int, weight_noise: float = 0.0) -> Path:
+    """A 2-layer BERT (hidden 32) with a word-level vocabulary, saved as safetensors."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    if (path / "config.json").is_file():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocabulary)})
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocabulary),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: index for index, label in enumerate(LABELS)},
+    )
+    model = BertForSequenceClassification(config).eval()
+    if weight_noise:
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter) * weight_noise)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_dataset(path: Path, rows: int, *, seed: int) -> Path:
+    if path.is_file() and sum(1 for _ in path.open()) == rows:
+        return path
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as handle:
+        for _ in range(rows):
+            words = rng.choices(WORDS, k=rng.randint(4, 12))
+            handle.write(json.dumps({"text": " ".join(words), "label": rng.choice(LABELS)}) + "\n")
+    return path
+
+
+def run_audit(
+    work: Path, name: str, candidate: Path, arguments: argparse.Namespace, *, cache: Path | None
+) -> dict[str, Any]:
+    out = work / f"{name}.json"
+    rows = work / f"{name}.rows.parquet"
+    command = [
+        str(Path(sys.executable).parent / "trustdiff"), "audit",
+        "--reference", str(work / "reference"),
+        "--candidate", str(candidate),
+        "--dataset", str(work / "dataset.jsonl"),
+        "--bootstrap", str(arguments.bootstrap),
+        "--explain-instances", "0",
+        "--device", "cpu",
+        "--batch-size", str(arguments.batch_size),
+        "--out", str(out),
+        "--rows", str(rows),
+        "--quiet",
+    ]  # fmt: skip
+    command += ["--no-cache"] if cache is None else ["--cache-dir", str(cache)]
+    started = time.perf_counter()
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"{name}: trustdiff audit failed with status {status}")
+    document = json.loads(out.read_text())
+    probe = subprocess.run(
+        [sys.executable, "-c", PAGE_PROBE, str(rows), str(arguments.rows // 2)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    first_page_cold, flipped_page_warm, items = probe.stdout.split()
+    return {
+        "wall_s": round(wall, 2),
+        "stages_s": {
+            key: round(value, 3) for key, value in document["manifest"]["timings"].items()
+        },
+        # Linux reports ru_maxrss in KiB.
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "document_bytes": out.stat().st_size,
+        "rows_file_bytes": rows.stat().st_size,
+        "rows_in_file": document["rows"]["count"],
+        "first_rows_page_ms_cold_process": round(float(first_page_cold) * 1000, 1),
+        "flipped_page_mid_file_ms": round(float(flipped_page_warm) * 1000, 1),
+        "first_page_items": int(items),
+        "gate_passed": document["gate"]["passed"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--bootstrap", type=int, default=1000, help="resamples (the default)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "out" / "bench-scale")
+    arguments = parser.parse_args()
+    work = arguments.out_dir
+    work.mkdir(parents=True, exist_ok=True)
+    build_checkpoint(work / "reference", seed=0)
+    build_checkpoint(work / "candidate", seed=0, weight_noise=0.02)
+    build_checkpoint(work / "candidate-b", seed=0, weight_noise=0.05)
+    write_dataset(work / "dataset.jsonl", arguments.rows, seed=1)
+    cache = work / "cache"
+    if cache.exists():
+        import shutil
+
+        shutil.rmtree(cache)
+    runs = {
+        "cold_no_cache": run_audit(work, "cold", work / "candidate", arguments, cache=None),
+        "fills_cache": run_audit(work, "fill", work / "candidate", arguments, cache=cache),
+        "second_candidate_cached_reference": run_audit(
+            work, "second", work / "candidate-b", arguments, cache=cache
+        ),
+    }
+    report = {
+        "rows": arguments.rows,
+        "bootstrap": arguments.bootstrap,
+        "batch_size": arguments.batch_size,
+        "dataset_bytes": (work / "dataset.jsonl").stat().st_size,
+        "runs": runs,
+        "conditions": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_average_at_end": os.getloadavg(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "recorded_at": datetime.now(UTC).isoformat(),
+        },
+    }
+    (work / "bench_scale.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
