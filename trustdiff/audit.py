@@ -340,8 +340,6 @@ def _reference_predictions_key(
     file's sha256, its field mapping, limit, sampling and the seed a random sample used).
     The engine version is in the key too: a release may change how inputs are batched.
     """
-    from trustdiff import __version__
-
     config, spec = validated.config, validated.config.dataset
     return {
         "model": {
@@ -360,7 +358,7 @@ def _reference_predictions_key(
             "sampling": spec.sampling,
             "seed": config.seed if spec.limit is not None and spec.sampling == "random" else None,
         },
-        "trustdiff": __version__,
+        "trustdiff": _versions()["trustdiff"],
     }
 
 
