@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from trustdiff.config import AuditConfig, Binning, JudgedOn
 from trustdiff.datasets import Dataset
-from trustdiff.metrics.bootstrap import bootstrap_indices, percentile_interval
+from trustdiff.metrics.bootstrap import bootstrap_index_chunks, percentile_interval
 from trustdiff.metrics.calibration import expected_calibration_error_replicates
 from trustdiff.metrics.divergence import (
     jensen_shannon_distance_per_instance,
@@ -115,24 +115,32 @@ def _slice_replicates(
     n_bins: int,
     binning: Binning,
 ) -> dict[str, NDArray[np.float64]]:
-    """Paired bootstrap replicates of the slice's deltas, resampling the slice's own rows."""
+    """Paired bootstrap replicates of the slice's deltas, resampling the slice's own rows.
+
+    The resamples are drawn a chunk at a time (`bootstrap_index_chunks`: the same numbers as
+    the whole matrix), so memory does not grow with the resample count.
+    """
     seed = int(np.random.SeedSequence([bootstrap.seed, 0x511CE, stream]).generate_state(1)[0])
-    samples = rows[bootstrap_indices(rows.size, n_resamples=bootstrap.n_resamples, seed=seed)]
     reference_pred = reference_proba.argmax(axis=1)
     candidate_pred = candidate_proba.argmax(axis=1)
-    reference_right = (reference_pred == y_true)[samples]
-    candidate_right = (candidate_pred == y_true)[samples]
-    ece_delta = expected_calibration_error_replicates(
-        y_true, candidate_proba, samples, n_bins=n_bins, binning=binning
-    ) - expected_calibration_error_replicates(
-        y_true, reference_proba, samples, n_bins=n_bins, binning=binning
-    )
-    return {
-        "accuracy_delta": candidate_right.mean(axis=1) - reference_right.mean(axis=1),
-        "agreement": (reference_pred == candidate_pred)[samples].mean(axis=1),
-        "negative_flip_rate": (reference_right & ~candidate_right).mean(axis=1),
-        "ece_delta": ece_delta,
-    }
+    parts: dict[str, list[NDArray[np.float64]]] = {}
+    for chunk in bootstrap_index_chunks(rows.size, n_resamples=bootstrap.n_resamples, seed=seed):
+        samples = rows[chunk]
+        reference_right = (reference_pred == y_true)[samples]
+        candidate_right = (candidate_pred == y_true)[samples]
+        ece_delta = expected_calibration_error_replicates(
+            y_true, candidate_proba, samples, n_bins=n_bins, binning=binning
+        ) - expected_calibration_error_replicates(
+            y_true, reference_proba, samples, n_bins=n_bins, binning=binning
+        )
+        for name, values in (
+            ("accuracy_delta", candidate_right.mean(axis=1) - reference_right.mean(axis=1)),
+            ("agreement", (reference_pred == candidate_pred)[samples].mean(axis=1)),
+            ("negative_flip_rate", (reference_right & ~candidate_right).mean(axis=1)),
+            ("ece_delta", ece_delta),
+        ):
+            parts.setdefault(name, []).append(values)
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def _failing(result: SliceResult, thresholds: Sequence[SliceThreshold]) -> list[str]:
@@ -311,14 +319,19 @@ def smooth_calibration_section(
     if bootstrap.n_resamples > 0:
         reference_scores = top_label_scores(y_true, reference_proba)
         candidate_scores = top_label_scores(y_true, candidate_proba)
-        samples = bootstrap_indices(
+        chunks = bootstrap_index_chunks(
             y_true.size, n_resamples=bootstrap.n_resamples, seed=bootstrap.seed
         )
-        # Resample counts as weights: the same rows, without copying them.
-        weights = np.stack([np.bincount(sample, minlength=y_true.size) for sample in samples])
-        replicates = smooth_calibration_error_replicates(
-            *candidate_scores, weights
-        ) - smooth_calibration_error_replicates(*reference_scores, weights)
+        parts = []
+        for samples in chunks:
+            # Resample counts as weights: the same rows, without copying them; one chunk of
+            # resamples at a time, so memory does not grow with the resample count.
+            weights = np.stack([np.bincount(sample, minlength=y_true.size) for sample in samples])
+            parts.append(
+                smooth_calibration_error_replicates(*candidate_scores, weights)
+                - smooth_calibration_error_replicates(*reference_scores, weights)
+            )
+        replicates = np.concatenate(parts)
     return SmoothCalibration(
         reference=reference,
         candidate=candidate,
