@@ -156,10 +156,6 @@ def _agreement_of(parity: Parity) -> Interval:
     return parity.agreement_interval or Interval(value=parity.agreement)
 
 
-def _calibration_increase(metric: str) -> Measure:
-    return lambda evidence: evidence.calibration.delta.get(metric)
-
-
 def _mean_of(metrics: AlignmentMetrics | None) -> Interval | None:
     summary = None if metrics is None else metrics.jaccard_at_k
     if summary is None or summary.mean is None:
@@ -284,23 +280,34 @@ def _kl_p99(evidence: Evidence) -> Interval | None:
     return None if evidence.divergence is None else Interval(value=evidence.divergence.kl.p99)
 
 
+def _parity_drop(name: str, delta: Callable[[Parity], Interval], label: str) -> CheckSpec:
+    """`name`: reference − candidate of the metric whose candidate − reference `delta` the
+    parity section holds, for the candidate and for the twin alike."""
+    return CheckSpec(
+        name=name,
+        pillar="parity",
+        comparison="<=",
+        measure=lambda evidence: _negated(delta(evidence.parity)),
+        description=f"reference {label} − candidate {label}",
+        twin_measure=_twin(lambda parity, _: _negated(delta(parity))),
+    )
+
+
+def _calibration_increase(metric: str) -> CheckSpec:
+    """`<metric>_increase`: candidate − reference of a calibration metric, paired CI."""
+    return CheckSpec(
+        name=f"{metric}_increase",
+        pillar="calibration",
+        comparison="<=",
+        measure=lambda evidence: evidence.calibration.delta.get(metric),
+        description=f"candidate {metric} − reference {metric}",
+        twin_measure=_twin(lambda _, calibration: calibration.delta.get(metric)),
+    )
+
+
 CHECKS: tuple[CheckSpec, ...] = (
-    CheckSpec(
-        name="accuracy_drop",
-        pillar="parity",
-        comparison="<=",
-        measure=lambda evidence: _negated(evidence.parity.accuracy_delta),
-        description="reference accuracy − candidate accuracy",
-        twin_measure=_twin(lambda parity, _: _negated(parity.accuracy_delta)),
-    ),
-    CheckSpec(
-        name="macro_f1_drop",
-        pillar="parity",
-        comparison="<=",
-        measure=lambda evidence: _negated(evidence.parity.macro_f1_delta),
-        description="reference macro-F1 − candidate macro-F1",
-        twin_measure=_twin(lambda parity, _: _negated(parity.macro_f1_delta)),
-    ),
+    _parity_drop("accuracy_drop", lambda parity: parity.accuracy_delta, "accuracy"),
+    _parity_drop("macro_f1_drop", lambda parity: parity.macro_f1_delta, "macro-F1"),
     CheckSpec(
         name="agreement",
         pillar="parity",
@@ -310,22 +317,8 @@ CHECKS: tuple[CheckSpec, ...] = (
         margin_of=lambda threshold: 1.0 - threshold,
         twin_measure=_twin(lambda parity, _: _agreement_of(parity)),
     ),
-    CheckSpec(
-        name="ece_increase",
-        pillar="calibration",
-        comparison="<=",
-        measure=_calibration_increase("ece"),
-        description="candidate ece − reference ece",
-        twin_measure=_twin(lambda _, calibration: calibration.delta.get("ece")),
-    ),
-    CheckSpec(
-        name="brier_increase",
-        pillar="calibration",
-        comparison="<=",
-        measure=_calibration_increase("brier"),
-        description="candidate brier − reference brier",
-        twin_measure=_twin(lambda _, calibration: calibration.delta.get("brier")),
-    ),
+    _calibration_increase("ece"),
+    _calibration_increase("brier"),
     CheckSpec(
         name="negative_flip_rate",
         pillar="parity",
