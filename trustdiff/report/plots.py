@@ -117,6 +117,23 @@ def _tick_format(values: Sequence[float]) -> str:
     return "{:.1f}" if all(abs(t * 10 - round(t * 10)) < 1e-9 for t in values) else "{:.2f}"
 
 
+def _calibration_axes(svg: SvgCanvas, *, y_label: str) -> None:
+    """Confidence against accuracy on the canvas's domains, with the dashed diagonal of
+    perfect calibration from where both axes have begun."""
+    x_domain, y_domain = svg.x_domain, svg.y_domain
+    x_ticks, y_ticks = ticks(*x_domain, count=6), ticks(*y_domain, count=6)
+    svg.axes(
+        x_ticks=x_ticks,
+        y_ticks=y_ticks,
+        x_label="confidence (max probability)",
+        y_label=y_label,
+        x_format=_tick_format(x_ticks),
+        y_format=_tick_format(y_ticks),
+    )
+    start = max(x_domain[0], y_domain[0])
+    svg.line(svg.x(start), svg.y(start), svg.x(1), svg.y(1), stroke=AXIS_COLOUR, dash="5 4")
+
+
 def reliability_domains(
     bins: Sequence[ReliabilityBin],
 ) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -127,15 +144,23 @@ def reliability_domains(
     range that would start low anyway starts at 0, like the textbook diagram.
     """
     populated = [b for b in bins if b.count > 0]
-    if not populated:
-        return (0.0, 1.0), (0.0, 1.0)
     confidences = [_clamp(b.lower) for b in populated]
     confidences += [_confidence(b) for b in populated if _filled(b)]
+    return _zoomed_domains(confidences, [_accuracy(b) for b in populated if _filled(b)])
+
+
+def _zoomed_domains(
+    confidences: Sequence[float], accuracies: Sequence[float]
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The zoom rules of `reliability_domains` over the points a diagram shows: the
+    confidence axis starts at a multiple of 0.05 (at most 0.9), the accuracy axis at a
+    multiple of 0.1, either at 0 when it would start at 0.25 or lower; both end at 1."""
+    if not confidences:
+        return (0.0, 1.0), (0.0, 1.0)
     x_low = min(math.floor(min(confidences) * 20) / 20, 0.9)
     x_low = 0.0 if x_low <= 0.25 else x_low
     # The accuracy axis also covers the diagonal's start, so perfect calibration stays drawn.
-    accuracies = [_accuracy(b) for b in populated if _filled(b)] + [x_low]
-    y_low = math.floor(min(accuracies) * 10) / 10
+    y_low = math.floor(min([*accuracies, x_low]) * 10) / 10
     y_low = 0.0 if y_low <= 0.25 else y_low
     return (x_low, 1.0), (y_low, 1.0)
 
@@ -155,17 +180,7 @@ def reliability_plot(
         x_domain=x_domain,
         y_domain=y_domain,
     )
-    x_ticks, y_ticks = ticks(*x_domain, count=6), ticks(*y_domain, count=6)
-    svg.axes(
-        x_ticks=x_ticks,
-        y_ticks=y_ticks,
-        x_label="confidence (max probability)",
-        y_label="accuracy in bin",
-        x_format=_tick_format(x_ticks),
-        y_format=_tick_format(y_ticks),
-    )
-    start = max(x_domain[0], y_domain[0])
-    svg.line(svg.x(start), svg.y(start), svg.x(1), svg.y(1), stroke=AXIS_COLOUR, dash="5 4")
+    _calibration_axes(svg, y_label="accuracy in bin")
     models = (
         (reference, REFERENCE_COLOUR, "reference"),
         (candidate, CANDIDATE_COLOUR, "candidate"),
@@ -338,13 +353,7 @@ def _smooth_domains(
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """Axis ranges zoomed in to where the confidences are, by `reliability_domains`' rules."""
     points = [p for model in (smooth.reference, smooth.candidate) for p in _populated(model.curve)]
-    if not points:
-        return (0.0, 1.0), (0.0, 1.0)
-    x_low = min(math.floor(min(x for x, _, _ in points) * 20) / 20, 0.9)
-    x_low = 0.0 if x_low <= 0.25 else x_low
-    y_low = math.floor(min([y for _, y, _ in points] + [x_low]) * 10) / 10
-    y_low = 0.0 if y_low <= 0.25 else y_low
-    return (x_low, 1.0), (y_low, 1.0)
+    return _zoomed_domains([x for x, _, _ in points], [y for _, y, _ in points])
 
 
 def smooth_reliability_plot(smooth: SmoothCalibration) -> Markup:
@@ -359,17 +368,7 @@ def smooth_reliability_plot(smooth: SmoothCalibration) -> Markup:
         x_domain=x_domain,
         y_domain=y_domain,
     )
-    x_ticks, y_ticks = ticks(*x_domain, count=6), ticks(*y_domain, count=6)
-    svg.axes(
-        x_ticks=x_ticks,
-        y_ticks=y_ticks,
-        x_label="confidence (max probability)",
-        y_label="smoothed accuracy",
-        x_format=_tick_format(x_ticks),
-        y_format=_tick_format(y_ticks),
-    )
-    start = max(x_domain[0], y_domain[0])
-    svg.line(svg.x(start), svg.y(start), svg.x(1), svg.y(1), stroke=AXIS_COLOUR, dash="5 4")
+    _calibration_axes(svg, y_label="smoothed accuracy")
     models = (
         (smooth.reference, REFERENCE_COLOUR, "ref", "Reference"),
         (smooth.candidate, CANDIDATE_COLOUR, "cand", "Candidate"),
