@@ -3,8 +3,9 @@
     make bench-scale                                   # 1,000,000 rows
     python bench/bench_scale.py --rows 100000          # what a small machine affords
 
-Builds two tiny BERT checkpoints from a config (a reference and a noisy "compressed" copy,
-untrained: this measures the machinery, not the models), writes a synthetic JSONL dataset,
+Builds tiny BERT checkpoints with the test suite's builder (`tests/tiny_models.py`: a
+reference and noisy "compressed" copies, untrained: this measures the machinery, not the
+models), writes a synthetic JSONL dataset of that model's words,
 then runs `trustdiff audit` as a child process three times:
 
 1. cold: `--no-cache`; the reference is predicted, both checkpoints are hashed;
@@ -34,12 +35,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = [
-    "the", "movie", "film", "plot", "acting", "was", "is", "a", "very", "and", "this",
-    "story", "cast", "ending", "music", "really", "good", "great", "excellent", "wonderful",
-    "love", "fun", "bad", "awful", "terrible", "boring", "hate", "dull",
-]  # fmt: skip
-LABELS = ("negative", "positive")
+# The benchmark runs from a checkout, as the tests do; neither is part of the package.
+sys.path.insert(0, str(ROOT))
+
+from tests.tiny_models import (  # noqa: E402
+    BINARY_LABELS,
+    NEGATIVE_WORDS,
+    NEUTRAL_WORDS,
+    POSITIVE_WORDS,
+    build_tiny_bert,
+)
+
+WORDS = NEUTRAL_WORDS + POSITIVE_WORDS + NEGATIVE_WORDS
 PAGE_PROBE = """
 import sys, time
 started = time.perf_counter()
@@ -56,34 +63,10 @@ print(first, warm, time.perf_counter() - started, len(page.items))
 
 
 def build_checkpoint(path: Path, *, seed: int, weight_noise: float = 0.0) -> Path:
-    """A 2-layer BERT (hidden 32) with a word-level vocabulary, saved as safetensors."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
+    """`build_tiny_bert` left untrained, built once: a folder that has one is reused."""
     if (path / "config.json").is_file():
         return path
-    path.mkdir(parents=True, exist_ok=True)
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocabulary)})
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(vocabulary),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: index for index, label in enumerate(LABELS)},
-    )
-    model = BertForSequenceClassification(config).eval()
-    if weight_noise:
-        with torch.no_grad():
-            for parameter in model.parameters():
-                parameter.add_(torch.randn_like(parameter) * weight_noise)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return build_tiny_bert(path, seed=seed, train_steps=0, weight_noise=weight_noise)
 
 
 def write_dataset(path: Path, rows: int, *, seed: int) -> Path:
@@ -93,7 +76,9 @@ def write_dataset(path: Path, rows: int, *, seed: int) -> Path:
     with path.open("w", encoding="utf-8") as handle:
         for _ in range(rows):
             words = rng.choices(WORDS, k=rng.randint(4, 12))
-            handle.write(json.dumps({"text": " ".join(words), "label": rng.choice(LABELS)}) + "\n")
+            handle.write(
+                json.dumps({"text": " ".join(words), "label": rng.choice(BINARY_LABELS)}) + "\n"
+            )
     return path
 
 
@@ -120,8 +105,9 @@ def run_audit(
     child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) not in (0, 1):
-        raise SystemExit(f"{name}: trustdiff audit failed with status {status}")
+    exit_code = os.waitstatus_to_exitcode(status)
+    if exit_code not in (0, 1):  # 0 and 1 are the gate's verdicts; anything else failed
+        raise SystemExit(f"{name}: `trustdiff audit` exited with {exit_code}: {' '.join(command)}")
     document = json.loads(out.read_text())
     probe = subprocess.run(
         [sys.executable, "-c", PAGE_PROBE, str(rows), str(arguments.rows // 2)],
