@@ -10,22 +10,22 @@ passes, inputs and tokens.
 
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 
-# OpenMP reads its wait policy once, when torch loads it, so it is fixed here before anything
-# imports torch. PASSIVE parks idle OpenMP workers instead of spinning: with spinning, forwards
-# on one thread were measured 2-3x slower than the same forwards on another under load.
-WAIT_POLICY_SET_BEFORE_TORCH = "torch" not in sys.modules
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.conditions import set_conditions_before_torch  # noqa: E402
+
+# Before anything imports torch (see bench/conditions.py).
+WAIT_POLICY_SET_BEFORE_TORCH = set_conditions_before_torch()
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
@@ -36,11 +36,7 @@ from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from importlib import metadata  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any, cast  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
