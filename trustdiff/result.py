@@ -262,7 +262,11 @@ class NoiseFloor(_Doc):
     cosine_similarity: MetricSummary | None = None
 
 
-Judged = Literal["rerun_vs_first_run", "shared_perturbations"]
+# What the judged alignment figures compare: the reference's re-run (seed B) with the
+# candidate (seed A), like for like with the floor; both models' first runs on shared
+# perturbations; or, for a method whose perturbations follow the explained outputs (Partition
+# SHAP), each model's first run of its own.
+Judged = Literal["rerun_vs_first_run", "shared_perturbations", "separate_runs"]
 
 
 class TwinAlignment(AlignmentMetrics):
@@ -278,8 +282,10 @@ class MethodAlignment(AlignmentMetrics):
     With a measured floor the metrics are metric(reference re-run, candidate): the re-run
     (seed B) carries the same sampling noise as the floor metric(re-run, reference), while
     candidate and reference share the first run's perturbations (seed A); `judged` says so.
-    `shared_perturbations` is metric(reference, candidate) on the shared perturbations, a
-    diagnostic. `twin` is the same construction for the twin.
+    `shared_perturbations` is metric(reference, candidate) of their first runs, a diagnostic
+    (on shared perturbations, except for a method whose perturbations follow the explained
+    outputs: each model then has a run of its own). `twin` is the same construction for the
+    twin.
     """
 
     top_k: int

@@ -11,6 +11,7 @@ from lime.lime_text import LimeTextExplainer
 
 from tests.explain.bag_of_words import (
     SHIFTED_WEIGHTS,
+    WEIGHTS,
     BagOfWordsModel,
     FakeEvaluator,
     SimpleDataset,
@@ -78,10 +79,10 @@ def test_a_model_audited_against_itself_is_judged_exactly_at_the_floor() -> None
         assert getattr(lime, name) == getattr(lime.noise_floor, name)
         assert getattr(lime.shared_perturbations, name).mean == pytest.approx(1.0)
     assert lime.jaccard_at_k.n == 4 and lime.n_instances == 4
-    # Partition SHAP is deterministic: no floor, and the judged figure is the shared one.
+    # Partition SHAP is deterministic: no floor; each model was explained in its own run.
     assert shap.noise_floor is not None and shap.noise_floor.deterministic
     assert shap.noise_floor.jaccard_at_k is None
-    assert shap.judged == "shared_perturbations"
+    assert shap.judged == "separate_runs"
     for name in ALIGNMENT_METRICS:
         summary = getattr(shap, name)
         assert summary.mean == pytest.approx(1.0) and summary.ci_low == pytest.approx(1.0)
@@ -125,7 +126,7 @@ def test_both_models_share_perturbations_and_the_rerun_forwards_the_reference_on
     data = dataset()
     reference.seen.clear()
     candidate.seen.clear()
-    audit(evaluator, data)
+    audit(evaluator, data, SETTINGS.model_copy(update={"methods": ("lime",)}))
     shared = [
         value
         for request, models in zip(evaluator.requests, evaluator.selections, strict=True)
@@ -287,7 +288,7 @@ def test_partition_shap_is_deterministic_and_permutation_shap_gets_a_measured_fl
     partition, _ = audit(evaluator, dataset(), settings)
     floor = partition["shap"].noise_floor
     assert floor is not None and floor.deterministic and floor.jaccard_at_k is None
-    assert partition["shap"].judged == "shared_perturbations"
+    assert partition["shap"].judged == "separate_runs"
     permutation, explanations = audit(
         evaluator, dataset(), settings.model_copy(update={"shap_algorithm": "permutation"})
     )
@@ -332,3 +333,38 @@ def test_the_twin_is_explained_on_the_candidates_perturbations() -> None:
     assert lime.twin is not None and lime.twin.judged == "rerun_vs_first_run"
     assert lime.twin.jaccard_at_k.n == lime.jaccard_at_k.n == 4
     assert all(e.lime is not None and e.lime.twin is not None for e in explanations.values())
+
+
+# 23 words, 9 of them weighted: a 40-evaluation budget cannot expand Partition's whole tree.
+LONG_TEXT = (
+    "the excellent cast was dull at times but the good music and the fun plot made up for "
+    "an awful ending that was good fun"
+)
+
+
+def partition_attributions(*models: BagOfWordsModel) -> Explanation:
+    settings = ExplainSettings(
+        instances=1, methods=("shap",), shap_max_evals=40, top_k=3, target="gold"
+    )
+    alignment, explanations = audit(FakeEvaluator(*models), dataset([LONG_TEXT]), settings)
+    shap = alignment["shap"]
+    assert shap.noise_floor is not None and shap.noise_floor.deterministic
+    assert shap.judged == "separate_runs" and shap.shared_perturbations is None
+    return explanations[0]
+
+
+def test_partition_shap_explains_each_model_as_it_would_be_alone() -> None:
+    reference = BagOfWordsModel()
+    shifted = BagOfWordsModel(weights=SHIFTED_WEIGHTS)
+    other = BagOfWordsModel(weights={**WEIGHTS, "the": -0.8, "music": 1.1})
+    against_shifted = partition_attributions(reference, shifted).shap
+    against_other = partition_attributions(reference, other).shap
+    shifted_as_reference = partition_attributions(shifted, reference).shap
+    assert against_shifted is not None and against_other is not None
+    assert shifted_as_reference is not None
+    # The reference's attributions do not depend on the candidate beside it, and a candidate
+    # is explained as it would be as the reference.
+    assert against_shifted.reference == against_other.reference
+    assert against_shifted.candidate == shifted_as_reference.reference
+    assert against_shifted.reference_rerun == against_shifted.reference
+    assert against_shifted.candidate != against_other.candidate

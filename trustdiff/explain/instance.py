@@ -1,5 +1,5 @@
-"""One instance explained with one method: both models on shared perturbations, the twin, the
-re-run; and which models each run needs."""
+"""One instance explained with one method: both models, the twin, the re-run; and which models
+each run needs."""
 
 from __future__ import annotations
 
@@ -26,18 +26,16 @@ REFERENCE, CANDIDATE, TWIN = 0, 1, 2
 class InstanceAttributions:
     """One method's attributions for one instance, each of shape (d,).
 
-    `reference` and `candidate` come from the first run (seed A, shared perturbations);
-    `reference_rerun` from the reference explained alone with seed B; `twin` from seed A,
-    in the candidate's run, or — when the method's perturbations follow the explained
-    outputs — in a run of its own beside the reference, whose attributions are
-    `twin_reference`.
+    `reference`, `candidate` and `twin` come from the first runs (seed A): one run on shared
+    perturbations, or — when the method's perturbations follow the explained outputs — a
+    run per model, each explained as it would be alone. `reference_rerun` is the reference
+    explained alone with seed B.
     """
 
     reference: NDArray[np.float64]
     candidate: NDArray[np.float64]
     reference_rerun: NDArray[np.float64] | None
     twin: NDArray[np.float64] | None = None
-    twin_reference: NDArray[np.float64] | None = None
 
 
 def instance_seed(seed: int, index: int, method: ExplainMethod, run: int) -> int:
@@ -63,10 +61,11 @@ def explain_instance(
     """Explain one instance with one method: both models, optionally the twin and a re-run.
 
     `predict(inputs, models)` returns the selected models' (n, K) probabilities side by side
-    (model 0 the reference, 1 the candidate, 2 the twin). The first run explains reference
-    and candidate (and the twin, when `twin_target` is given) on the same perturbations with
-    `seed`; the re-run explains the reference alone with `rerun_seed`, so only the reference
-    is forwarded for it, and repeated perturbations are answered by the evaluator's cache.
+    (model 0 the reference, 1 the candidate, 2 the twin). The first runs explain reference
+    and candidate (and the twin, when `twin_target` is given) with `seed`, on the same
+    perturbations unless they follow the outputs (`first_run_models`); the re-run explains
+    the reference alone with `rerun_seed`, so only the reference is forwarded for it, and
+    repeated perturbations are answered by the evaluator's cache.
     """
     explainer = get_explainer(method)
     target_of = {REFERENCE: reference_target, CANDIDATE: candidate_target}
@@ -87,22 +86,15 @@ def explain_instance(
             mask_token=mask_token,
         )
 
-    runs = [
-        run(models, seed)
-        for models in first_run_models(method, settings, twin=twin_target is not None)
-    ]
-    reference, candidate = runs[0][:2]
-    twin = runs[0][2] if len(runs[0]) == 3 else None
-    twin_reference = None
-    if len(runs) == 2:
-        twin_reference, twin = runs[1]
+    first: dict[int, NDArray[np.float64]] = {}
+    for models in first_run_models(method, settings, twin=twin_target is not None):
+        first.update(zip(models, run(models, seed), strict=True))
     rerun = None if rerun_seed is None else run((REFERENCE,), rerun_seed)[0]
     return InstanceAttributions(
-        reference=reference,
-        candidate=candidate,
+        reference=first[REFERENCE],
+        candidate=first[CANDIDATE],
         reference_rerun=rerun,
-        twin=twin,
-        twin_reference=twin_reference,
+        twin=first.get(TWIN),
     )
 
 
@@ -128,14 +120,16 @@ def first_run_models(
 ) -> tuple[tuple[int, ...], ...]:
     """The model selections of an instance's seed-A runs, in the order they run.
 
-    Reference and candidate always share one run; the twin joins it, unless the method's
-    perturbations follow the explained outputs: then it runs beside the reference alone.
+    The models share one run on the same perturbations, unless the method's perturbations
+    follow the explained outputs: then each model runs alone, so its attributions are what
+    the method gives that model, whichever models it is audited beside. A deterministic
+    method's re-run of the reference then repeats the reference's first run (its inputs
+    answered by the evaluator's cache) and is recognised as deterministic.
     """
-    if not twin:
-        return ((REFERENCE, CANDIDATE),)
+    models = (REFERENCE, CANDIDATE, TWIN) if twin else (REFERENCE, CANDIDATE)
     if get_explainer(method).perturbations_follow_outputs(settings):
-        return ((REFERENCE, CANDIDATE), (REFERENCE, TWIN))
-    return ((REFERENCE, CANDIDATE, TWIN),)
+        return tuple((model,) for model in models)
+    return (models,)
 
 
 @dataclass(frozen=True)

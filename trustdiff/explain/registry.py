@@ -44,8 +44,8 @@ class Explainer:
     `describe(settings)` gives the method's own settings for the result document.
     `perturbations_follow_outputs(settings)` is true when which perturbations are evaluated
     depends on the explained outputs (Partition SHAP expands the coalitions where any
-    explained column changes most): then a model explained beside another is not explained
-    as it would be alone, so the twin gets its own run beside the reference.
+    explained column changes most): a model explained beside another would not be explained
+    as it would be alone, so each model gets a run of its own (`first_run_models`).
     `inputs_ahead(features, settings, seed, mask_token)`, when set, gives every input one
     run will send, known before any model output (LIME's samples), so they can be evaluated
     ahead of the run in big calls whose results the run's own calls find in the cache.

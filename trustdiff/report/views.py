@@ -351,11 +351,17 @@ def method_notes(method: str, aligned: MethodAlignment) -> list[str]:
             "reference (seed A). On the shared perturbations of seed A the models agree as in "
             "the last column, a diagnostic only."
         )
+    if aligned.judged == "separate_runs":
+        notes.append(
+            f"{name} chooses which coalitions to evaluate by how the explained output changes, "
+            "so each model is explained in a run of its own, as it would be alone; the "
+            "figures compare those explanations."
+        )
     if aligned.twin is not None:
         notes.append(
-            "The twin (the reference retrained with another seed) is explained on the same "
-            "perturbations and compared with the reference the same way: its column is what "
-            "a retrain alone changes."
+            "The twin (the reference retrained with another seed) is explained and compared "
+            "with the reference exactly as the candidate is: its column is what a retrain "
+            "alone changes."
         )
     return notes
 
