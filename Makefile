@@ -8,16 +8,23 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install services browser lint typecheck pytest test demo demo-build bench bench-quick bench-gpu bench-scale load chaos openapi clean
+.PHONY: install install-app services browser lint typecheck pytest test demo demo-build bench bench-quick bench-gpu bench-scale load chaos openapi clean
 
+# Everything: the service, the demo and the test tools. `install-app` is the service and the
+# demo only (what `make demo` needs; the test extras add about 90 s to a fresh install).
 install: $(VENV)/.installed
+install-app: $(VENV)/.installed-app
 
 # torch first, pinned: pip takes the local CPU wheel; a looser requirement resolved first
 # would pull a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-app: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[service,demo]'
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-app
 	$(PY) -m pip install --quiet -e '.[service,test,demo]'
 	touch $@
 
@@ -41,7 +48,7 @@ pytest: install services browser
 test: lint typecheck pytest
 
 # Builds the demo models once (cached under demo-assets/), then audits each candidate over HTTP.
-demo-build: install
+demo-build: install-app
 	$(PY) -m demo.build
 
 demo: demo-build
