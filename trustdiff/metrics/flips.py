@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from trustdiff.metrics._checks import check_class_labels, check_same_length
+from trustdiff.metrics.parity import flip_counts
 
 
 @dataclass(frozen=True)
@@ -29,18 +29,11 @@ def flip_rates(
     `negative = 1/n Σ_i 1[ŷ_ref,i = y_i ∧ ŷ_cand,i ≠ y_i]`,
     `positive = 1/n Σ_i 1[ŷ_ref,i ≠ y_i ∧ ŷ_cand,i = y_i]`. An instance both models get wrong
     is never a flip, even when the two wrong classes differ. `positive − negative` equals the
-    accuracy delta `acc(cand) − acc(ref)`.
+    accuracy delta `acc(cand) − acc(ref)`. The rates are `parity.flip_counts` over n.
     """
-    truth = check_class_labels(y_true, name="y_true")
-    reference = check_class_labels(reference_pred, name="reference_pred")
-    candidate = check_class_labels(candidate_pred, name="candidate_pred")
-    check_same_length(y_true=truth, reference_pred=reference, candidate_pred=candidate)
-    reference_right = reference == truth
-    candidate_right = candidate == truth
-    return FlipRates(
-        negative=float(np.mean(reference_right & ~candidate_right)),
-        positive=float(np.mean(~reference_right & candidate_right)),
-    )
+    counts = flip_counts(y_true, reference_pred, candidate_pred)
+    n = len(np.asarray(y_true))  # flip_counts has checked it: 1-D, n >= 1
+    return FlipRates(negative=counts.broken / n, positive=counts.fixed / n)
 
 
 def negative_flip_rate(
