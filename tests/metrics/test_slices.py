@@ -37,7 +37,7 @@ def test_min_slice_size_decides_judged() -> None:
     kwargs = {"rows": [0, 1, 2], "column": "c", "value": "v"}
     assert slice_metrics(Y_TRUE, REFERENCE, CANDIDATE, min_slice_size=3, **kwargs).judged
     assert not slice_metrics(Y_TRUE, REFERENCE, CANDIDATE, min_slice_size=4, **kwargs).judged
-    with pytest.raises(ValueError, match="min_slice_size must be >= 1"):
+    with pytest.raises(ValueError, match="min_slice_size must be an integer >= 1"):
         slice_metrics(Y_TRUE, REFERENCE, CANDIDATE, min_slice_size=0, **kwargs)
 
 

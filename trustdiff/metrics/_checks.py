@@ -75,6 +75,29 @@ def check_probabilities(values: ArrayLike, *, name: str) -> NDArray[np.float64]:
     return array
 
 
+def check_integer(value: object, *, name: str, minimum: int) -> int:
+    """`value` as an `int`, when it is an integer (Python or numpy) of at least `minimum`.
+
+    A float, even 3.0, and a bool are refused rather than coerced.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_probability_pair(
+    reference_proba: ArrayLike, candidate_proba: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Both models' probability matrices (`check_probabilities`), of one shape (n, K)."""
+    reference = check_probabilities(reference_proba, name="reference_proba")
+    candidate = check_probabilities(candidate_proba, name="candidate_proba")
+    if reference.shape != candidate.shape:
+        raise ValueError(
+            f"reference_proba has shape {reference.shape}, candidate_proba {candidate.shape}"
+        )
+    return reference, candidate
+
+
 def check_same_length(**arrays: NDArray) -> None:
     """Raise naming every length when the arrays' first dimensions differ."""
     lengths = {name: len(array) for name, array in arrays.items()}

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from trustdiff.metrics._checks import check_integer
 from trustdiff.metrics.bootstrap import bootstrap_mean_interval
 from trustdiff.result import Histogram, MetricSummary
 
@@ -32,12 +33,6 @@ def _validated_pair(
     return a, b
 
 
-def _validated_k(top_k: int) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    return int(top_k)
-
-
 def _ranks(attributions: FloatVector) -> NDArray[np.intp]:
     """Rank of each feature (0 = most important) by |attribution|, ties broken by position."""
     order = np.lexsort((np.arange(attributions.size), -np.abs(attributions)))
@@ -57,7 +52,7 @@ def top_k_features(attributions: ArrayLike, *, k: int) -> NDArray[np.intp]:
         raise ValueError(f"attributions must be a non-empty 1-D array, got shape {vector.shape}")
     if not np.isfinite(vector).all():
         raise ValueError("attributions contain NaN or infinite values")
-    k = _validated_k(k)
+    k = check_integer(k, name="top_k", minimum=1)
     order = np.lexsort((np.arange(vector.size), -np.abs(vector)))
     return order[: min(k, vector.size)]
 
@@ -215,7 +210,7 @@ def alignment_metrics(
 ) -> dict[str, float]:
     """Every alignment metric between two attribution vectors of shape (d,), by name."""
     a, b = _validated_pair(attributions_a, attributions_b)
-    top_k = _validated_k(top_k)
+    top_k = check_integer(top_k, name="top_k", minimum=1)
     return {name: function(a, b, top_k=top_k) for name, (function, _) in ALIGNMENT_METRICS.items()}
 
 

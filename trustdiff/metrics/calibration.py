@@ -8,7 +8,12 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trustdiff.metrics._checks import check_class_labels, check_probabilities, check_same_length
+from trustdiff.metrics._checks import (
+    check_class_labels,
+    check_integer,
+    check_probabilities,
+    check_same_length,
+)
 
 Binning = Literal["equal_width", "equal_mass"]
 BINNINGS: tuple[Binning, ...] = ("equal_width", "equal_mass")
@@ -64,8 +69,7 @@ def _check_inputs(
 
 
 def _check_binning(n_bins: int, binning: str) -> None:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    check_integer(n_bins, name="n_bins", minimum=1)
     if binning not in BINNINGS:
         raise ValueError(f"binning must be one of {BINNINGS}, got {binning!r}")
 

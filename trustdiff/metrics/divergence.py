@@ -7,25 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trustdiff.metrics._checks import check_probabilities
+from trustdiff.metrics._checks import check_integer, check_probability_pair
 
 # KL clips the candidate's probabilities here, so a class the reference gives mass and the
 # candidate's float32 softmax rounds to exactly 0 adds a large finite amount, not infinity
 # (the same floor as the NLL's).
 KL_EPSILON = float(np.finfo(np.float64).eps)
 TAIL_QUANTILES = (0.5, 0.9, 0.99)
-
-
-def _checked_pair(
-    reference_proba: ArrayLike, candidate_proba: ArrayLike
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    reference = check_probabilities(reference_proba, name="reference_proba")
-    candidate = check_probabilities(candidate_proba, name="candidate_proba")
-    if reference.shape != candidate.shape:
-        raise ValueError(
-            f"reference_proba has shape {reference.shape}, candidate_proba {candidate.shape}"
-        )
-    return reference, candidate
 
 
 def _kl_rows(p: NDArray[np.float64], q: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -51,7 +39,7 @@ def kl_divergence_per_instance(
     """
     if not 0.0 < epsilon < 1.0:
         raise ValueError(f"epsilon must be in (0, 1), got {epsilon!r}")
-    reference, candidate = _checked_pair(reference_proba, candidate_proba)
+    reference, candidate = check_probability_pair(reference_proba, candidate_proba)
     return np.clip(_kl_rows(reference, np.clip(candidate, epsilon, 1.0)), 0.0, None)
 
 
@@ -64,7 +52,7 @@ def jensen_shannon_distance_per_instance(
     distance is 1 for disjoint supports) and `0 · log 0 = 0`; no clipping is needed since
     `m_k ≥ p_k / 2`. Equals scipy's `jensenshannon(p, q, base=2)`; a true metric.
     """
-    reference, candidate = _checked_pair(reference_proba, candidate_proba)
+    reference, candidate = check_probability_pair(reference_proba, candidate_proba)
     middle = (reference + candidate) / 2.0
     divergence = (0.5 * _kl_rows(reference, middle) + 0.5 * _kl_rows(candidate, middle)) / np.log(
         2.0
@@ -110,8 +98,7 @@ def tail_summary(
         )
     if (array < 0).any():
         raise ValueError(f"values contain a negative distance {float(array.min())!r}")
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    check_integer(n_bins, name="n_bins", minimum=1)
     top = float(array.max())
     low, high = value_range if value_range is not None else (0.0, top if top > 0 else 1.0)
     if not low < high:
@@ -139,7 +126,6 @@ def largest(values: ArrayLike, *, count: int) -> NDArray[np.intp]:
         raise ValueError(f"values must be 1-D, got shape {array.shape}")
     if np.isnan(array).any():
         raise ValueError("values contain NaN")
-    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 0:
-        raise ValueError(f"count must be a non-negative integer, got {count!r}")
+    count = check_integer(count, name="count", minimum=0)
     order = np.lexsort((np.arange(array.size), -array))
-    return order[: min(int(count), array.size)]
+    return order[: min(count, array.size)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trustdiff.metrics._checks import check_probabilities
+from trustdiff.metrics._checks import check_integer, check_probability_pair
 
 DEFAULT_PER_GROUP = 5
 
@@ -32,12 +32,7 @@ def probability_shift(
     `reference_proba`, `candidate_proba`: probability matrices of the same shape (n, K). For
     two classes it is the change of either class's probability.
     """
-    reference = check_probabilities(reference_proba, name="reference_proba")
-    candidate = check_probabilities(candidate_proba, name="candidate_proba")
-    if reference.shape != candidate.shape:
-        raise ValueError(
-            f"reference_proba has shape {reference.shape}, candidate_proba {candidate.shape}"
-        )
+    reference, candidate = check_probability_pair(reference_proba, candidate_proba)
     return np.clip(0.5 * np.abs(reference - candidate).sum(axis=1), 0.0, 1.0)
 
 
@@ -51,8 +46,7 @@ def disagreement_exemplars(
     ordered by size, largest first, then by (reference class, candidate class). No flip, no
     group: the list is empty.
     """
-    if isinstance(per_group, bool) or not isinstance(per_group, int | np.integer) or per_group < 1:
-        raise ValueError(f"per_group must be a positive integer, got {per_group!r}")
+    check_integer(per_group, name="per_group", minimum=1)
     shift = probability_shift(reference_proba, candidate_proba)
     reference_pred = np.asarray(reference_proba, dtype=np.float64).argmax(axis=1)
     candidate_pred = np.asarray(candidate_proba, dtype=np.float64).argmax(axis=1)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from trustdiff.metrics._checks import check_integer
+
 
 @dataclass(frozen=True)
 class ErasureMasks:
@@ -33,12 +35,6 @@ class Faithfulness:
     sufficiency: float
 
 
-def _check_top_k(top_k: int) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    return int(top_k)
-
-
 def erasure_masks(attributions: ArrayLike, *, top_k: int) -> ErasureMasks:
     """The 2·k perturbations (k = min(top_k, d)) that comprehensiveness and sufficiency need.
 
@@ -52,7 +48,7 @@ def erasure_masks(attributions: ArrayLike, *, top_k: int) -> ErasureMasks:
         raise ValueError(f"attributions must be a non-empty 1-D array, got shape {vector.shape}")
     if not np.isfinite(vector).all():
         raise ValueError("attributions contain NaN or infinite values")
-    k = min(_check_top_k(top_k), vector.size)
+    k = min(check_integer(top_k, name="top_k", minimum=1), vector.size)
     order = np.lexsort((np.arange(vector.size), -vector))
     rank = np.empty(vector.size, dtype=np.intp)
     rank[order] = np.arange(vector.size)

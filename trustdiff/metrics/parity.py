@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trustdiff.metrics._checks import check_class_labels, check_same_length
+from trustdiff.metrics._checks import check_class_labels, check_integer, check_same_length
 from trustdiff.metrics.divergence import jensen_shannon_distance_per_instance
 
 
@@ -136,16 +136,15 @@ def mcnemar_exact_p_value(fixed: int, broken: int) -> float:
     min(fixed, broken)])`. Equals scipy's `binomtest(fixed, fixed + broken).pvalue`.
     Returns 1.0 when both counts are 0 (no evidence of any difference).
     """
-    for name, value in (("fixed", fixed), ("broken", broken)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer count, got {value!r}")
-    discordant = int(fixed) + int(broken)
+    fixed = check_integer(fixed, name="fixed", minimum=0)
+    broken = check_integer(broken, name="broken", minimum=0)
+    discordant = fixed + broken
     if discordant == 0:
         return 1.0
     # Imported here: scipy.stats takes a noticeable time to import and only this needs it.
     from scipy.stats import binom
 
-    return float(min(1.0, 2.0 * binom.cdf(min(int(fixed), int(broken)), discordant, 0.5)))
+    return float(min(1.0, 2.0 * binom.cdf(min(fixed, broken), discordant, 0.5)))
 
 
 def cohen_kappa(reference_pred: ArrayLike, candidate_pred: ArrayLike) -> float:

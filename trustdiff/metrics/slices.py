@@ -8,7 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trustdiff.metrics._checks import check_class_labels, check_probabilities, check_same_length
+from trustdiff.metrics._checks import (
+    check_class_labels,
+    check_integer,
+    check_probability_pair,
+    check_same_length,
+)
 from trustdiff.metrics.calibration import Binning, expected_calibration_error
 
 DEFAULT_MIN_SLICE_SIZE = 50
@@ -70,18 +75,10 @@ def slice_metrics(
     `n_bins` and `binning`, computed on the slice's rows alone. Negative flip rate: reference
     right and candidate wrong, as a fraction of the slice's rows.
     """
-    if isinstance(min_slice_size, bool) or not isinstance(min_slice_size, int | np.integer):
-        raise ValueError(f"min_slice_size must be an integer, got {min_slice_size!r}")
-    if min_slice_size < 1:
-        raise ValueError(f"min_slice_size must be >= 1, got {min_slice_size}")
-    reference = check_probabilities(reference_proba, name="reference_proba")
-    candidate = check_probabilities(candidate_proba, name="candidate_proba")
+    check_integer(min_slice_size, name="min_slice_size", minimum=1)
+    reference, candidate = check_probability_pair(reference_proba, candidate_proba)
     truth = check_class_labels(y_true, name="y_true", n_classes=reference.shape[1])
-    check_same_length(y_true=truth, reference_proba=reference, candidate_proba=candidate)
-    if reference.shape != candidate.shape:
-        raise ValueError(
-            f"reference_proba has shape {reference.shape}, candidate_proba {candidate.shape}"
-        )
+    check_same_length(y_true=truth, reference_proba=reference)
     index = _check_rows(rows, n=truth.size)
     truth, reference, candidate = truth[index], reference[index], candidate[index]
     reference_right = reference.argmax(axis=1) == truth

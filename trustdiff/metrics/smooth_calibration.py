@@ -7,7 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from trustdiff.metrics._checks import check_class_labels, check_probabilities, check_same_length
+from trustdiff.metrics._checks import (
+    check_class_labels,
+    check_integer,
+    check_probabilities,
+    check_same_length,
+)
 
 # The kernel sums are evaluated on t_j = j / GRID_INTERVALS, j = 0..GRID_INTERVALS, after
 # linear binning of the scores onto that grid: a relative error of order h²/(8σ²), under
@@ -203,15 +208,14 @@ def smooth_reliability_curve(
     default; the SmoothECE is the integral of `|accuracy(t) − t| · density(t)`.
     """
     _check_bandwidth(bandwidth)
-    if isinstance(n_points, bool) or not isinstance(n_points, int | np.integer) or n_points < 2:
-        raise ValueError(f"n_points must be an integer >= 2, got {n_points!r}")
+    n_points = check_integer(n_points, name="n_points", minimum=2)
     confidence, correct = top_label_scores(y_true, y_proba)
     weights = np.ones_like(correct)
     value, chosen, residuals = _smooth_ece_and_bandwidth(confidence, correct, weights, bandwidth)
     grid = np.arange(GRID_INTERVALS + 1) / GRID_INTERVALS
     density = _KernelSmoother(confidence, np.ones_like(correct), weights).at_grid(chosen)
     residual = residuals.at_grid(chosen)
-    points = np.linspace(0.0, 1.0, int(n_points))
+    points = np.linspace(0.0, 1.0, n_points)
     density_at = np.interp(points, grid, density)
     residual_at = np.interp(points, grid, residual)
     accuracy = points + np.divide(
