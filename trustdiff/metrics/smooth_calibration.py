@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -81,13 +82,16 @@ def _integral_of_absolute(values: NDArray[np.float64]) -> float:
     return float((absolute.sum() - 0.5 * (absolute[0] + absolute[-1])) / GRID_INTERVALS)
 
 
+def _bandwidth_gap(residuals: _KernelSmoother, bandwidth: float) -> float:
+    """smECE_σ − σ at σ = `bandwidth`: decreasing in σ, zero at the SmoothECE bandwidth."""
+    return _integral_of_absolute(residuals.at_grid(bandwidth)) - bandwidth
+
+
 def _fixed_point_bandwidth(residuals: _KernelSmoother) -> float:
     """The σ* with smECE_σ* = σ*: smECE_σ does not increase with σ, so σ* is unique."""
     from scipy.optimize import brentq
 
-    def gap(bandwidth: float) -> float:
-        return _integral_of_absolute(residuals.at_grid(bandwidth)) - bandwidth
-
+    gap = partial(_bandwidth_gap, residuals)
     if gap(MIN_BANDWIDTH) <= 0.0:
         return MIN_BANDWIDTH
     if gap(1.0) >= 0.0:
@@ -260,10 +264,7 @@ def smooth_calibration_error_replicates(
     values = np.empty(weight_matrix.shape[0])
     for row, row_weights in enumerate(weight_matrix):
         smoother = _KernelSmoother(score_array, residual, row_weights)
-
-        def gap(bandwidth: float, smoother: _KernelSmoother = smoother) -> float:
-            return _integral_of_absolute(smoother.at_grid(bandwidth)) - bandwidth
-
+        gap = partial(_bandwidth_gap, smoother)
         if low < high and gap(low) > 0 > gap(high):
             bandwidth = float(brentq(gap, low, high, xtol=BANDWIDTH_TOLERANCE))
         else:
