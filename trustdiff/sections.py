@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -237,6 +238,28 @@ def slices_section(
     )
 
 
+# --- rows shown beside a figure ----------------------------------------------------------------
+
+
+def _row_fields(
+    row: int,
+    dataset: Dataset,
+    labels: Sequence[str],
+    reference_proba: NDArray[np.float64],
+    candidate_proba: NDArray[np.float64],
+) -> dict[str, Any]:
+    """The fields every listed row shares (`DivergentRow`, `ExemplarRow`): its index, text,
+    gold label name and both models' probability vectors."""
+    return {
+        "index": int(row),
+        "text": dataset.texts[row],
+        "text_pair": None if dataset.text_pairs is None else dataset.text_pairs[row],
+        "label": labels[dataset.labels[row]],
+        "reference_proba": reference_proba[row].tolist(),
+        "candidate_proba": candidate_proba[row].tolist(),
+    }
+
+
 # --- output-distance tails ---------------------------------------------------------------------
 
 
@@ -272,12 +295,7 @@ def divergence_section(
         js_distance=_distance_summary(js, (0.0, 1.0)),
         most_divergent=[
             DivergentRow(
-                index=int(row),
-                text=dataset.texts[row],
-                text_pair=None if dataset.text_pairs is None else dataset.text_pairs[row],
-                label=labels[dataset.labels[row]],
-                reference_proba=reference_proba[row].tolist(),
-                candidate_proba=candidate_proba[row].tolist(),
+                **_row_fields(row, dataset, labels, reference_proba, candidate_proba),
                 kl=float(kl[row]),
                 js_distance=float(js[row]),
             )
@@ -363,12 +381,7 @@ def exemplars_section(
                 count=group.count,
                 rows=[
                     ExemplarRow(
-                        index=row,
-                        text=dataset.texts[row],
-                        text_pair=None if dataset.text_pairs is None else dataset.text_pairs[row],
-                        label=labels[dataset.labels[row]],
-                        reference_proba=reference_proba[row].tolist(),
-                        candidate_proba=candidate_proba[row].tolist(),
+                        **_row_fields(row, dataset, labels, reference_proba, candidate_proba),
                         shift=float(shift[row]),
                     )
                     for row in group.rows
