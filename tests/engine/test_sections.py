@@ -10,6 +10,7 @@ import pytest
 from trustdiff.datasets import Dataset
 from trustdiff.metrics.divergence import kl_divergence_per_instance
 from trustdiff.metrics.smooth_calibration import smooth_expected_calibration_error
+from trustdiff.result import Slices
 from trustdiff.sections import (
     GOLD_SLICE,
     LENGTH_SLICE,
@@ -67,8 +68,9 @@ def test_slice_groups_partition_the_rows_per_column() -> None:
     }
 
 
-def test_slices_are_sorted_by_agreement_and_the_broken_one_fails() -> None:
-    dataset, y_true, reference, candidate = _audit_data()
+def _source_slices(n: int, *, bootstrap: Bootstrap, agreement_threshold: float) -> Slices:
+    """`_audit_data(n)` sliced by its "source" column, slices of 50 rows judged."""
+    dataset, y_true, reference, candidate = _audit_data(n)
     section = slices_section(
         y_true,
         reference,
@@ -79,9 +81,14 @@ def test_slices_are_sorted_by_agreement_and_the_broken_one_fails() -> None:
         min_slice_size=50,
         n_bins=10,
         binning="equal_width",
-        bootstrap=BOOTSTRAP,
-        thresholds=[SliceThreshold("worst_slice_agreement", 0.9, "value")],
+        bootstrap=bootstrap,
+        thresholds=[SliceThreshold("worst_slice_agreement", agreement_threshold, "value")],
     )
+    return section
+
+
+def test_slices_are_sorted_by_agreement_and_the_broken_one_fails() -> None:
+    section = _source_slices(240, bootstrap=BOOTSTRAP, agreement_threshold=0.9)
     assert section.columns == ["source", GOLD_SLICE, LENGTH_SLICE]
     agreements = [item.agreement.value for item in section.slices]
     assert agreements == sorted(agreements)
@@ -98,20 +105,8 @@ def test_slices_are_sorted_by_agreement_and_the_broken_one_fails() -> None:
 
 
 def test_small_slices_are_listed_not_judged() -> None:
-    dataset, y_true, reference, candidate = _audit_data(n=60)
-    section = slices_section(
-        y_true,
-        reference,
-        candidate,
-        dataset=dataset,
-        labels=LABELS,
-        columns=["source"],
-        min_slice_size=50,
-        n_bins=10,
-        binning="equal_width",
-        bootstrap=Bootstrap(n_resamples=0, confidence_level=0.95, seed=0),
-        thresholds=[SliceThreshold("worst_slice_agreement", 1.0, "value")],
-    )
+    no_intervals = Bootstrap(n_resamples=0, confidence_level=0.95, seed=0)
+    section = _source_slices(60, bootstrap=no_intervals, agreement_threshold=1.0)
     small = [item for item in section.slices if item.column == "source"]
     assert small and all(not item.judged and item.failing == [] for item in small)
     assert all(item.agreement.ci_low is None for item in section.slices)
