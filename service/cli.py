@@ -55,7 +55,7 @@ def needs_service_extra(command_name: str, command: Command) -> Command:
 
 
 def register_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add `serve`, `keys create` and `migrate` to the `trustdiff` parser."""
+    """Add `serve`, `keys create|list|revoke` and `migrate` to the `trustdiff` parser."""
     _add_serve(subparsers)
     _add_keys(subparsers)
     migrate = subparsers.add_parser("migrate", help="upgrade the database schema")
@@ -264,13 +264,23 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m service.cli ...`: the same commands without the engine's CLI around them."""
-    parser = argparse.ArgumentParser(prog="trustdiff-service")
-    register_commands(parser.add_subparsers(dest="command", required=True))
+def run_commands(
+    prog: str,
+    register: Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None],
+    argv: list[str] | None = None,
+) -> int:
+    """Parse `argv` with only the commands `register` adds, and run the chosen one: a
+    package's `trustdiff.commands` without the engine's CLI around them."""
+    parser = argparse.ArgumentParser(prog=prog)
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m service.cli ...`: the same commands without the engine's CLI around them."""
+    return run_commands("trustdiff-service", register_commands, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ engine's CLI builds its parser, so nothing heavy at module level.
 import argparse
 import os
 
-from service.cli import needs_service_extra, prepare_state
+from service.cli import needs_service_extra, prepare_state, run_commands
 
 
 def register_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -44,11 +44,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m workers.cli worker ...`: the command without the engine's CLI around it."""
-    parser = argparse.ArgumentParser(prog="trustdiff-worker")
-    register_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    result: int = args.func(args)
-    return result
+    return run_commands("trustdiff-worker", register_commands, argv)
 
 
 if __name__ == "__main__":
