@@ -39,10 +39,12 @@ from harness import (
     audit_body,
     build_assets,
     free_port,
+    gateway_command,
     load_average,
     postgres_database,
     service_env,
     wait_until_ready,
+    worker_command,
 )
 
 DATASET_ROWS = 120
@@ -94,15 +96,11 @@ class Chaos:
         time.sleep(0.5)
 
     def start_gateway(self) -> None:
-        port = self.base.rsplit(":", 1)[1]
-        command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
-        command += ["--host", LOOPBACK, "--port", port, "--log-level", "warning"]
-        self.service.start("gateway", command)
+        self.service.start("gateway", gateway_command(self.base.rsplit(":", 1)[1]))
         wait_until_ready(self.base)
 
     def start_worker(self, name: str) -> None:
-        command = [sys.executable, "-m", "trustdiff", "worker", "--pool=solo"]
-        self.service.start(name, [*command, "--log-level=info"])
+        self.service.start(name, worker_command())
 
 
 def running_workers(database_url: str) -> set[str]:

@@ -136,6 +136,19 @@ class Service:
         return done.stdout.strip()
 
 
+def gateway_command(port: int | str, *, workers: int | None = None) -> list[str]:
+    """uvicorn serving the gateway on 127.0.0.1:`port` (with `workers` processes when given),
+    logging warnings only."""
+    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
+    command += ["--host", LOOPBACK, "--port", str(port), "--log-level", "warning"]
+    return command if workers is None else [*command, "--workers", str(workers)]
+
+
+def worker_command() -> list[str]:
+    """One `trustdiff worker` running audits in its own process (solo pool)."""
+    return [sys.executable, "-m", "trustdiff", "worker", "--pool=solo", "--log-level=info"]
+
+
 def wait_until_ready(base: str, *, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

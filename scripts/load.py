@@ -42,11 +42,13 @@ from harness import (
     audit_body,
     build_assets,
     free_port,
+    gateway_command,
     load_average,
     percentile,
     postgres_database,
     service_env,
     wait_until_ready,
+    worker_command,
 )
 
 from service.db import Database
@@ -234,12 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 service.start("serve", [*command, "--log-level", "warning"])
             else:
                 service.trustdiff("migrate")
-                gateway = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
-                gateway += ["--host", LOOPBACK, "--port", str(port), "--log-level", "warning"]
-                service.start("gateway", [*gateway, "--workers", str(args.gateway_workers)])
-                service.start(
-                    "worker", [sys.executable, "-m", "trustdiff", "worker", "--pool=solo"]
-                )
+                service.start("gateway", gateway_command(port, workers=args.gateway_workers))
+                service.start("worker", worker_command())
             wait_until_ready(base)
             token = service.trustdiff("keys", "create", "--tenant", "load")
             report = asyncio.run(run_load(base, token, database_url, args))
