@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -214,10 +214,23 @@ def _coalition_model(
     return model
 
 
-# Each runs shap on `model` (keep masks (m, d) -> outputs (m, c)) over the d words, holding
-# the explanation's random stream, and returns the values, (d, c), and base values, (c,).
-ShapRun = Callable[..., tuple[NDArray[np.float64], NDArray[np.float64]]]
 KeepMaskModel = Callable[[NDArray[Any]], NDArray[np.float64]]
+
+
+class ShapRun(Protocol):
+    """One SHAP algorithm run on `model` (keep masks (m, d) -> outputs (m, c)) over the d
+    words, called while the explanation's random stream is installed: the values, (d, c),
+    and the base values, (c,)."""
+
+    def __call__(
+        self,
+        model: KeepMaskModel,
+        features: WordFeatures,
+        *,
+        max_evals: int,
+        seed: int,
+        batch_size: int | None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
 
 
 def _run_partition(
