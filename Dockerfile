@@ -29,8 +29,9 @@ COPY trustdiff ./trustdiff
 COPY service ./service
 COPY workers ./workers
 COPY migrations ./migrations
-# Editable: `trustdiff migrate` finds alembic.ini and migrations/ next to the packages.
-RUN pip install -e ".[service]" \
+# Editable: `trustdiff migrate` finds alembic.ini and migrations/ next to the packages. The
+# torch pin again: resolving the rest, pip may otherwise prefer a newer torch to the installed one.
+RUN pip install -e ".[service]" "torch==${TORCH_VERSION}" \
     && useradd --system --uid 10001 --home-dir /var/lib/trustdiff trustdiff \
     && mkdir -p /var/lib/trustdiff/uploads /models /data \
     && chown -R trustdiff /var/lib/trustdiff

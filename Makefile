@@ -16,16 +16,19 @@ install: $(VENV)/.installed
 install-app: $(VENV)/.installed-app
 
 # torch first, pinned: pip takes the local CPU wheel; a looser requirement resolved first
-# would pull a multi-GB CUDA build.
+# would pull a multi-GB CUDA build. The pin is repeated beside the project: resolving the test
+# extras, pip otherwise prefers a newer torch (a CUDA build) to the installed one.
+TORCH := torch==2.13.0
+
 $(VENV)/.installed-app: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[service,demo]'
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[service,demo]' $(TORCH)
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.installed-app
-	$(PY) -m pip install --quiet -e '.[service,test,demo]'
+	$(PY) -m pip install --quiet -e '.[service,test,demo]' $(TORCH)
 	touch $@
 
 services:
