@@ -79,10 +79,11 @@ manifest.config, e.g.
   dataset: {path: data/dev.jsonl, limit: 500}
   explain: {shap_algorithm: permutation, masking: mask_token, noise_floor: false}
 
-gate file (JSON or YAML): any subset of the default checks, e.g.
+gate file (JSON or YAML): any subset of the default checks and gate-wide settings, e.g.
   accuracy_drop: {threshold: 0.005, judged_on: interval}
   agreement: 0.97            # a bare number sets the threshold
   lime_jaccard_margin: {enabled: false}
+  relative_to_twin: false    # with --twin: judge the plain thresholds
 """
 
 
@@ -417,7 +418,9 @@ def _schema_command(args: argparse.Namespace) -> int:
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     output = parser.add_argument_group("gate and output")
-    output.add_argument("--gate", metavar="FILE", help="JSON/YAML overrides of gate checks")
+    output.add_argument(
+        "--gate", metavar="FILE", help="JSON/YAML overrides of gate checks and settings"
+    )
     output.add_argument("--out", required=True, metavar="FILE", help="result document (JSON)")
     output.add_argument("--report", metavar="FILE", help="also write the HTML report")
     output.add_argument(

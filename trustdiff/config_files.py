@@ -42,6 +42,12 @@ def load_config_file(path: str) -> dict[str, Any]:
     return load_mapping_file(path, what="config file")
 
 
+# The gate's checks: its `CheckSetting` fields (the others are gate-wide settings).
+_CHECK_NAMES = frozenset(
+    name for name, field in GateSettings.model_fields.items() if field.annotation is CheckSetting
+)
+
+
 def _check_override(path: str, name: str, override: Any, default: CheckSetting) -> CheckSetting:
     if isinstance(override, bool) or not isinstance(override, int | float | dict):
         raise ConfigError(
@@ -57,24 +63,34 @@ def _check_override(path: str, name: str, override: Any, default: CheckSetting) 
 
 
 def load_gate_settings(path: str, *, base: GateSettings | None = None) -> GateSettings:
-    """`base` (default: the default gate) overridden by the checks a JSON/YAML file names.
+    """`base` (default: the default gate) overridden by the settings a JSON/YAML file names.
 
-    Each key is a check of `GateSettings`; its value is a mapping of `CheckSetting` fields
-    (merged over that check's setting in `base`) or a bare number (the threshold). A
-    top-level `gate:` key may wrap the whole mapping.
+    Each key is a check of `GateSettings`, whose value is a mapping of `CheckSetting` fields
+    (merged over that check's setting in `base`) or a bare number (the threshold), or one of
+    the gate-wide settings (`relative_to_twin`, `alignment_minimum`), whose value replaces
+    `base`'s. A top-level `gate:` key may wrap the whole mapping.
     """
     overrides = load_mapping_file(path, what="gate file")
     if set(overrides) == {"gate"} and isinstance(overrides["gate"], dict):
         overrides = overrides["gate"]
     settings = GateSettings() if base is None else base
-    merged: dict[str, CheckSetting] = {}
+    checks = [name for name in GateSettings.model_fields if name in _CHECK_NAMES]
+    gate_wide = [name for name in GateSettings.model_fields if name not in _CHECK_NAMES]
+    merged: dict[str, Any] = settings.model_dump()
     for name, override in overrides.items():
-        default = getattr(settings, str(name), None)
-        if not isinstance(default, CheckSetting):
-            known = ", ".join(GateSettings.model_fields)
-            raise ConfigError(f"gate file {path!r} names unknown check {name!r}; known: {known}")
-        merged[name] = _check_override(path, name, override, default)
-    return settings.model_copy(update=merged)
+        if name in _CHECK_NAMES:
+            merged[name] = _check_override(path, name, override, getattr(settings, name))
+        elif name in gate_wide:
+            merged[name] = override
+        else:
+            raise ConfigError(
+                f"gate file {path!r} names unknown check {name!r}; known checks: "
+                f"{', '.join(checks)}; gate-wide settings: {', '.join(gate_wide)}"
+            )
+    try:
+        return GateSettings.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(f"gate file {path!r}: {validation_summary(error)}") from error
 
 
 def load_label_mapping(path: str) -> dict[str, str]:

@@ -17,7 +17,15 @@ import pytest
 from tests.conftest import TinyAssets
 from tests.tiny_models import sentiment_rows, write_dataset
 from trustdiff.cli import build_parser, config_from_args, environment_defaults, main
-from trustdiff.config import AuditConfig, Binning, DatasetFormat, Sampling, Transform
+from trustdiff.config import (
+    AuditConfig,
+    Binning,
+    CheckSetting,
+    DatasetFormat,
+    GateSettings,
+    Sampling,
+    Transform,
+)
 from trustdiff.config_files import load_gate_settings
 from trustdiff.errors import ConfigError
 from trustdiff.result import AuditResult
@@ -228,10 +236,24 @@ def test_gate_file_overrides_merge_over_defaults(tmp_path: Path) -> None:
     assert settings.accuracy_drop.threshold == 0.01
 
 
+def test_gate_file_sets_the_gate_wide_settings_too(tmp_path: Path) -> None:
+    path = tmp_path / "gate.yaml"
+    path.write_text("gate: {relative_to_twin: false, alignment_minimum: 0.6, agreement: 0.9}\n")
+    settings = load_gate_settings(
+        str(path), base=GateSettings(accuracy_drop=CheckSetting(threshold=0.005))
+    )
+    assert settings.relative_to_twin is False
+    assert settings.alignment_minimum == 0.6
+    assert settings.agreement.threshold == 0.9
+    assert settings.accuracy_drop.threshold == 0.005
+
+
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        ("accuracy: 0.1\n", "unknown check 'accuracy'"),
+        ("accuracy: 0.1\n", "unknown check 'accuracy'.*gate-wide settings: alignment_minimum"),
+        ("alignment_minimum: 2\n", "alignment_minimum: Input should be less than or equal to 1"),
+        ("relative_to_twin: {enabled: false}\n", "relative_to_twin"),
         ("agreement: yes\n", "must be a number or a mapping"),
         ("agreement: {judged_on: median}\n", "judged_on"),
         ("- 1\n", "must hold a mapping"),
