@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from trustdiff.client import Audit, TrustdiffClient
+    from trustdiff.config import GateSettings
     from trustdiff.result import Gate
 
 EXIT_PASSED = 0
@@ -154,19 +155,40 @@ class WaitProgress:
 
 
 def _request_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The audit request's fields other than models and dataset, from files and flags."""
+    """The audit request's fields other than models and dataset, from files and flags.
+
+    Layered as `trustdiff audit` layers them: the --options file, then --gate's overrides
+    merged over the gate that file sets, then the flags.
+    """
     from trustdiff.config_files import load_gate_settings, load_mapping_file
 
     options: dict[str, Any] = {}
     if args.options:
         options.update(load_mapping_file(args.options, what="options file"))
     if args.gate:
-        options["gate"] = load_gate_settings(args.gate).model_dump(mode="json")
+        base = _options_gate(options, args.options)
+        options["gate"] = load_gate_settings(args.gate, base=base).model_dump(mode="json")
     if args.explain_instances is not None:
         options["explain"] = {**options.get("explain", {}), "instances": args.explain_instances}
     if args.seed is not None:
         options["seed"] = args.seed
     return options
+
+
+def _options_gate(options: dict[str, Any], path: str | None) -> GateSettings | None:
+    """The gate an options file sets, validated (None when it sets none)."""
+    from pydantic import ValidationError
+
+    from trustdiff.config import GateSettings
+    from trustdiff.config_files import validation_summary
+    from trustdiff.errors import ConfigError
+
+    if options.get("gate") is None:
+        return None
+    try:
+        return GateSettings.model_validate(options["gate"])
+    except ValidationError as error:
+        raise ConfigError(f"options file {path!r}: gate: {validation_summary(error)}") from error
 
 
 def _dataset_argument(client: TrustdiffClient, args: argparse.Namespace) -> Any:

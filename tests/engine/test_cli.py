@@ -28,6 +28,7 @@ from trustdiff.config import (
 )
 from trustdiff.config_files import load_gate_settings
 from trustdiff.errors import ConfigError
+from trustdiff.remote_cli import _request_options
 from trustdiff.result import AuditResult
 
 
@@ -246,6 +247,22 @@ def test_gate_file_sets_the_gate_wide_settings_too(tmp_path: Path) -> None:
     assert settings.alignment_minimum == 0.6
     assert settings.agreement.threshold == 0.9
     assert settings.accuracy_drop.threshold == 0.005
+
+
+def test_submit_gate_file_merges_over_the_options_files_gate(tmp_path: Path) -> None:
+    # As `audit` lays --gate over the --config file's gate, `submit` lays it over --options'.
+    options, gate = tmp_path / "options.yaml", tmp_path / "gate.yaml"
+    options.write_text("gate: {accuracy_drop: {threshold: 0.005}, relative_to_twin: false}\n")
+    gate.write_text("agreement: 0.9\n")
+    submit = ["submit", "--reference", "r", "--candidate", "c", "--dataset", "d"]
+    args = build_parser().parse_args([*submit, "--options", str(options), "--gate", str(gate)])
+    request_gate = _request_options(args)["gate"]
+    assert request_gate["accuracy_drop"]["threshold"] == 0.005
+    assert request_gate["relative_to_twin"] is False
+    assert request_gate["agreement"]["threshold"] == 0.9
+    options.write_text("gate: {accuracy_drop: {threshold: high}}\n")
+    with pytest.raises(ConfigError, match=r"options file .*gate: accuracy_drop\.threshold"):
+        _request_options(args)
 
 
 @pytest.mark.parametrize(
