@@ -507,6 +507,21 @@ class BatchingEvaluator:
             rows = np.fromiter((positions[key] for key in keys), dtype=np.intp, count=len(keys))
             return [table[rows, index, :] for index in selected]
 
+    def with_runners(self, indices: Sequence[int]) -> BatchingEvaluator:
+        """A fresh evaluator (empty cache, zeroed stats) over the runners at `indices`, in
+        that order, with their column orders and every batching, cache and cancellation
+        setting of this one."""
+        return BatchingEvaluator(
+            [self.runners[index] for index in indices],
+            column_orders=[self.column_orders[index] for index in indices],
+            batch_size=self.batch_size,
+            gpu_batch_size=self.gpu_batch_size,
+            token_budget=self.token_budget,
+            batch_overhead_tokens=self.batch_overhead_tokens,
+            cache_size=self.cache_size,
+            should_cancel=self.should_cancel,
+        )
+
     def clear_cache(self) -> None:
         with self._lock:
             self._cache.clear()

@@ -134,6 +134,32 @@ def test_the_same_runner_twice_runs_once_and_columns_follow_the_order(
     assert evaluator.stats.tokenizations == single.stats.tokenizations == len(set(INPUTS))
 
 
+def test_with_runners_keeps_every_setting_and_starts_empty(reference: ModelRunner) -> None:
+    def never() -> bool:
+        return False
+
+    evaluator = BatchingEvaluator(
+        [reference, reference],
+        column_orders=[[0, 1], [1, 0]],
+        batch_size=3,
+        gpu_batch_size=5,
+        token_budget=100,
+        batch_overhead_tokens=7,
+        cache_size=11,
+        should_cancel=never,
+    )
+    evaluator.predict_proba(INPUTS)
+    second = evaluator.with_runners([1])
+    assert second.runners == [reference] and second.column_orders == [[1, 0]]
+    settings = ("batch_size", "gpu_batch_size", "token_budget", "batch_overhead_tokens")
+    for name in (*settings, "cache_size", "should_cancel"):
+        assert getattr(second, name) == getattr(evaluator, name), name
+    assert second.stats.calls == 0
+    (swapped,) = second.predict_proba(INPUTS)
+    np.testing.assert_array_equal(swapped, evaluator.predict_proba(INPUTS)[1])
+    assert second.stats.cache_hits == 0
+
+
 def test_cancellation_is_checked_between_batches(reference: ModelRunner) -> None:
     calls = []
 

@@ -233,7 +233,9 @@ def add_faithfulness(
         explanations,
         targets=targets,
         full_predict=joint_predict(evaluator),
-        model_predicts=_one_model_predicts(evaluator)[:2],
+        model_predicts=[
+            _first_model_of(evaluator.with_runners([model])) for model in range(len(MODELS))
+        ],
         settings=FaithfulnessSettings(
             top_k=settings.top_k,
             masking=settings.masking,
@@ -255,23 +257,6 @@ def add_faithfulness(
             for index, explanation in explanations.items()
         },
     )
-
-
-def _one_model_predicts(evaluator: BatchingEvaluator) -> list[ModelPredict]:
-    """Per runner, its own prediction through a one-model evaluator batching like `evaluator`."""
-    from trustdiff.inference import BatchingEvaluator
-
-    predicts: list[ModelPredict] = []
-    for runner, order in zip(evaluator.runners, evaluator.column_orders, strict=True):
-        single = BatchingEvaluator(
-            [runner],
-            column_orders=[order],
-            batch_size=evaluator.batch_size,
-            gpu_batch_size=evaluator.gpu_batch_size,
-            should_cancel=evaluator.should_cancel,
-        )
-        predicts.append(_first_model_of(single))
-    return predicts
 
 
 def _first_model_of(evaluator: BatchingEvaluator) -> ModelPredict:
