@@ -14,7 +14,6 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from trustdiff.client import Audit, TrustdiffClient
     from trustdiff.config import GateSettings
-    from trustdiff.result import Gate
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1
@@ -255,9 +254,7 @@ def _finish(client: TrustdiffClient, audit_id: uuid.UUID | str, args: argparse.N
 
     audit = _wait(client, audit_id, args)
     if audit.status != "succeeded":
-        error = f": {audit.error.code}: {audit.error.message}" if audit.error else ""
-        print(f"error: audit {audit.id} {audit.status}{error}", file=sys.stderr)
-        return EXIT_ERROR
+        return _not_succeeded(audit)
     document = client.result_json(audit.id)
     result = AuditResult.model_validate(document)
     if args.out:
@@ -278,9 +275,17 @@ def _finish(client: TrustdiffClient, audit_id: uuid.UUID | str, args: argparse.N
         )
         print(f"trustdiff: logged to MLflow run {run_id}", file=sys.stderr)
     print(format_summary(result))
-    written = [f"{what}: {path}" for what, path in (("result", args.out), ("report", args.report))]
-    print("   ".join([f"audit: {audit.id}"] + [w for w in written if not w.endswith(": None")]))
+    outputs = (("result", args.out), ("report", args.report))
+    written = [f"{what}: {path}" for what, path in outputs if path]
+    print("   ".join([f"audit: {audit.id}", *written]))
     return EXIT_PASSED if result.gate.passed else EXIT_FAILED
+
+
+def _not_succeeded(audit: Audit) -> int:
+    """Say how the audit ended instead (with the server's error, if any); the exit status."""
+    error = f": {audit.error.code}: {audit.error.message}" if audit.error else ""
+    print(f"error: audit {audit.id} {audit.status}{error}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 def _wait(client: TrustdiffClient, audit_id: uuid.UUID | str, args: argparse.Namespace) -> Audit:
@@ -323,26 +328,16 @@ def _status_command(args: argparse.Namespace) -> int:
 
 
 def _gate_command(args: argparse.Namespace) -> int:
+    from trustdiff.summary import format_gate
+
     with _client(args) as client:
         if args.wait or args.timeout is not None:
             audit = _wait(client, args.audit_id, args)
             if audit.status != "succeeded":
-                error = f": {audit.error.code}: {audit.error.message}" if audit.error else ""
-                print(f"error: audit {audit.id} {audit.status}{error}", file=sys.stderr)
-                return EXIT_ERROR
+                return _not_succeeded(audit)
         gate = client.gate(args.audit_id)
-    if args.json:
-        print(gate.model_dump_json(indent=2))
-    else:
-        print(format_gate(gate))
+    print(gate.model_dump_json(indent=2) if args.json else format_gate(gate))
     return EXIT_PASSED if gate.passed else EXIT_FAILED
-
-
-def format_gate(gate: Gate) -> str:
-    """The gate's checks as the `audit` summary prints them, and the verdict."""
-    from trustdiff.summary import format_gate as gate_table
-
-    return gate_table(gate)
 
 
 # --- errors and registration ----------------------------------------------------------------
