@@ -370,6 +370,8 @@ def _audit_cache(args: argparse.Namespace) -> AuditCache | None:
 
 
 def _audit_command(args: argparse.Namespace) -> int:
+    if args.rows_text and not args.rows:
+        raise ConfigError("--rows-text puts the texts in the --rows file: give --rows FILE too")
     config = config_from_args(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

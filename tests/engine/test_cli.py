@@ -208,6 +208,14 @@ def test_rows_file_holds_every_row_text_only_when_asked(
     assert document["rows"]["text"] is with_text
 
 
+def test_rows_text_without_a_rows_file_is_refused_before_the_audit(
+    tiny_assets: TinyAssets, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_audit_args(tiny_assets, tmp_path / "r.json", "--rows-text")) == 2
+    assert "give --rows FILE too" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_usage_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "--reference", "x"]) == 2
     assert "required" in capsys.readouterr().err
