@@ -47,6 +47,7 @@ from harness import (
     worker_command,
 )
 
+TENANT = "chaos"
 DATASET_ROWS = 120
 CALLBACK_SECRET = "chaos-secret"
 
@@ -122,7 +123,7 @@ def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> N
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    models, data = build_assets(work / "assets", rows=DATASET_ROWS)
+    models, data = build_assets(work / "assets", rows=DATASET_ROWS, tenant=TENANT)
     receiver = CallbackReceiver()
     port = free_port()
     base = f"http://{LOOPBACK}:{port}"
@@ -136,6 +137,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             broker_url=f"redis://{LOOPBACK}:{args.redis_port}/0",
             queue=f"trustdiff-chaos-{secrets.token_hex(4)}",
             callback_secret=CALLBACK_SECRET,
+            # The receiver listens on loopback, which callbacks may not reach by default.
+            callback_allowed_networks=json.dumps([f"{LOOPBACK}/32"]),
             callback_backoff_s="0.5",
             heartbeat_interval_s="1",
             heartbeat_timeout_s=str(args.heartbeat_timeout),
@@ -152,7 +155,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             workers = ["worker-1", "worker-2"]
             for name in workers:
                 chaos.start_worker(name)
-            token = service.trustdiff("keys", "create", "--tenant", "chaos")
+            token = service.trustdiff("keys", "create", "--tenant", TENANT)
             http = httpx.Client(
                 base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
             )

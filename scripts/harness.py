@@ -43,12 +43,13 @@ def load_average() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
 
 
-def build_assets(root: Path, *, rows: int) -> tuple[Path, Path]:
-    """The fixture models and a sentiment dataset of `rows` rows; (model root, data root)."""
+def build_assets(root: Path, *, rows: int, tenant: str) -> tuple[Path, Path]:
+    """The fixture models and a sentiment dataset of `rows` rows in `tenant`'s folders of the
+    model and data roots (a tenant's paths resolve there); (model root, data root)."""
     models, data = root / "models", root / "data"
-    if not (models / "reference" / "config.json").exists():
-        build_tiny_bert(models / "reference", seed=0)
-    write_dataset(data / "sentiment.jsonl", sentiment_rows(rows, seed=1))
+    if not (models / tenant / "reference" / "config.json").exists():
+        build_tiny_bert(models / tenant / "reference", seed=0)
+    write_dataset(data / tenant / "sentiment.jsonl", sentiment_rows(rows, seed=1))
     return models, data
 
 

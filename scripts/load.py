@@ -54,6 +54,7 @@ from harness import (
 from service.db import Database
 from service.models import Audit, AuditStatus
 
+TENANT = "load"
 DATASET_ROWS = 400
 
 
@@ -135,7 +136,8 @@ async def keep_an_audit_running(
 async def submit(http: httpx.AsyncClient, seed: int) -> str:
     body = audit_body(seed=seed, instances=40, lime_samples=400, rows=DATASET_ROWS)
     response = await http.post("/v1/audits", json=body)
-    response.raise_for_status()
+    if response.status_code != 202:
+        raise RuntimeError(f"POST /v1/audits answered {response.status_code}: {response.text}")
     audit_id: str = response.json()["id"]
     return audit_id
 
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--duration must be in (0, 600] and --clients in (0, 1000]")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="trustdiff-load-"))
     work.mkdir(parents=True, exist_ok=True)
-    models, data = build_assets(work / "assets", rows=DATASET_ROWS)
+    models, data = build_assets(work / "assets", rows=DATASET_ROWS, tenant=TENANT)
     port = free_port()
     base = f"http://{LOOPBACK}:{port}"
     settings = {"heartbeat_interval_s": "1"}
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 service.start("gateway", gateway_command(port, workers=args.gateway_workers))
                 service.start("worker", worker_command())
             wait_until_ready(base)
-            token = service.trustdiff("keys", "create", "--tenant", "load")
+            token = service.trustdiff("keys", "create", "--tenant", TENANT)
             report = asyncio.run(run_load(base, token, database_url, args))
         finally:
             service.stop_all()
