@@ -39,7 +39,7 @@ class Explain(Protocol):
 class Explainer:
     """One explanation method.
 
-    `seed_id` enters every explanation seed of the method (`runner.instance_seed`), so two
+    `seed_id` enters every explanation seed of the method (`instance.instance_seed`), so two
     methods never share a random stream; it must never change, or seeded results would.
     `describe(settings)` gives the method's own settings for the result document.
     `perturbations_follow_outputs(settings)` is true when which perturbations are evaluated
