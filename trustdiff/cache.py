@@ -6,9 +6,10 @@ an unchanged checkpoint folder is hashed once. Entries are written to a temporar
 renamed into place, so concurrent audits (several service workers sharing the folder) never
 read half a file; two audits racing to fill the same entry write the same bytes.
 
-Other figures that depend only on their inputs (e.g. a retrained twin's audit against the
-reference) use the same store: `load_json`/`store_json` and `load_arrays`/`store_arrays`
-under a kind of their own and a key of everything they depend on.
+Other figures that depend only on their inputs can use the same store: `load_json`/
+`store_json` and `load_arrays`/`store_arrays` under a kind of their own and a key of
+everything they depend on. The twin's figures have a store of their own in the same folder
+(`trustdiff.twin_cache.TwinCache`, under `twin/`), written the same way (`write_atomically`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,6 +34,21 @@ from trustdiff.checkpoints import (
 CACHE_FORMAT_VERSION = 1
 PREDICTIONS = "predictions"
 _DIGESTS = "checkpoint-digests"
+
+
+def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Create `path` (and its folder) with what `write` puts in a binary stream: written to
+    a temporary file beside it, then renamed into place, so a concurrent reader finds the
+    old file or the whole new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def cache_key(key: Mapping[str, Any]) -> str:
@@ -61,17 +77,6 @@ class AuditCache:
         counts = self.hits if hit else self.misses
         counts[kind] = counts.get(kind, 0) + 1
 
-    def _write_atomically(self, path: Path, write: Any) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                write(stream)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-
     # --- JSON documents ---------------------------------------------------------------------
 
     def load_json(self, kind: str, key: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -93,7 +98,7 @@ class AuditCache:
     def store_json(self, kind: str, key: Mapping[str, Any], value: Mapping[str, Any]) -> None:
         text = json.dumps({"key": key, "value": value}, sort_keys=True, allow_nan=False)
         path = self._path(kind, cache_key(key), ".json")
-        self._write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
+        write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
 
     # --- arrays -----------------------------------------------------------------------------
 
@@ -120,7 +125,7 @@ class AuditCache:
         digest = cache_key(key)
         path = self._path(kind, digest, ".npz")
         contents: dict[str, Any] = {"__key__": np.array(digest), **arrays}
-        self._write_atomically(path, lambda stream: np.savez(stream, **contents))
+        write_atomically(path, lambda stream: np.savez(stream, **contents))
 
     # --- checkpoint fingerprints ------------------------------------------------------------
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from trustdiff.cache import write_atomically
 from trustdiff.config import AuditConfig
 from trustdiff.result import Calibration, CheckpointManifest, Parity, TwinAlignment
 
@@ -100,13 +100,5 @@ class TwinCache:
 
     def store(self, key: str, figures: TwinFigures) -> None:
         """Write atomically: a concurrent reader sees the old file or the new, never half."""
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(figures.model_dump_json())
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        text = figures.model_dump_json()
+        write_atomically(self.path(key), lambda stream: stream.write(text.encode("utf-8")))
