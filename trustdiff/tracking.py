@@ -79,10 +79,14 @@ def _flatten(node: Any, path: tuple[str, ...]) -> Iterator[tuple[str, str]]:
 
 
 def result_params(result: AuditResult) -> dict[str, str]:
-    """The configuration as run (`config.explain.instances`, …) and the fingerprints."""
+    """The configuration as run (`config.explain.instances`, …), and the path, transform and
+    fingerprint of every audited checkpoint (the twin's too, when there is one)."""
     manifest = result.manifest
     params = dict(_flatten(manifest.config, ("config",)))
-    for role, checkpoint in (("reference", manifest.reference), ("candidate", manifest.candidate)):
+    checkpoints = {"reference": manifest.reference, "candidate": manifest.candidate}
+    if manifest.twin is not None:
+        checkpoints["twin"] = manifest.twin
+    for role, checkpoint in checkpoints.items():
         params[f"{role}.path"] = checkpoint.path
         params[f"{role}.transform"] = checkpoint.transform or "none"
         params[f"{role}.fingerprint"] = checkpoint.fingerprint

@@ -12,7 +12,7 @@ from tests.conftest import TinyAssets
 from tests.report.builders import build_audit_result
 from trustdiff.cli import main
 from trustdiff.result import AuditResult
-from trustdiff.tracking import log_audit, result_metrics
+from trustdiff.tracking import log_audit, result_metrics, result_params
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -68,6 +68,17 @@ def test_an_audit_is_logged_with_intervals_params_tags_and_artifacts(
     assert artifacts == {"trustdiff/result.json", "trustdiff/report.html"}
     local = Path(client.download_artifacts(run_id, "trustdiff/result.json"))
     assert AuditResult.model_validate(json.loads(local.read_text())) == result
+
+
+def test_a_twin_is_logged_like_the_other_checkpoints() -> None:
+    result = build_audit_result()
+    manifest = result.manifest
+    assert not any(key.startswith("twin.") for key in result_params(result))
+    twin = manifest.reference.model_copy(update={"path": "models/bert-seed2", "fingerprint": "f"})
+    with_twin = result.model_copy(update={"manifest": manifest.model_copy(update={"twin": twin})})
+    params = result_params(with_twin)
+    assert (params["twin.path"], params["twin.fingerprint"]) == ("models/bert-seed2", "f")
+    assert params["twin.transform"] == "none"
 
 
 def test_a_passing_audit_is_tagged_passed_without_a_report(
