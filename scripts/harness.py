@@ -2,20 +2,19 @@
 database, service processes on 127.0.0.1, and waiting for audits over HTTP.
 
 Run from the repository root (`make load`, `make chaos`); it imports the test suite's tiny
-model builder so the scripts need no download. Nothing here talks to another host.
+model builder (so the scripts need no download) and its throwaway Postgres database. Nothing
+here talks to another host.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,10 @@ import httpx
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY_ROOT))
 
+from tests.postgres import throwaway_database  # noqa: E402
 from tests.tiny_models import build_tiny_bert, sentiment_rows, write_dataset  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
-POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=root dbname=postgres"
 FINAL_STATUSES = {"succeeded", "failed", "cancelled"}
 
 
@@ -69,18 +68,9 @@ def audit_body(*, seed: int, instances: int, lime_samples: int, rows: int) -> di
     }
 
 
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
+def postgres_database() -> contextlib.AbstractContextManager[str]:
     """A Postgres database of its own, dropped at the end; yields its SQLAlchemy URL."""
-    import psycopg
-
-    name = f"trustdiff_script_{secrets.token_hex(4)}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://root@{LOOPBACK}:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return throwaway_database("trustdiff_script")
 
 
 @dataclass

@@ -3,11 +3,9 @@ downgrade to base, and no difference between the migrated schema and the models.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -17,20 +15,15 @@ from sqlalchemy import Engine, inspect
 from service.db import create_db_engine
 from service.migrations import alembic_config, head_revision
 from service.models import Base
+from tests.postgres import throwaway_database
 
-POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=root dbname=postgres"
 TABLES = {"tenants", "api_keys", "datasets", "audits"}
 
 
 @pytest.fixture
 def empty_postgres() -> Iterator[str]:
-    name = f"trustdiff_migrations_{secrets.token_hex(4)}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("trustdiff_migrations") as url:
+        yield url
 
 
 def schema_differences(engine: Engine) -> list[object]:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -29,9 +28,9 @@ from service.jobs import build_celery_app
 from service.migrations import upgrade_to_head
 from service.settings import Settings, get_settings
 from tests.conftest import TinyAssets
+from tests.postgres import throwaway_database
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
-POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=root dbname=postgres"
 REDIS_HOST = "127.0.0.1:6379"
 TABLES = ("audits", "datasets", "api_keys", "tenants")
 # Small but real settings: every pillar runs, in seconds, on the tiny fixture models.
@@ -57,17 +56,8 @@ def audit_body(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A Postgres database of its own for this test session, dropped at the end."""
-    name = f"trustdiff_test_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        pytest.fail(f"Postgres is not answering on 127.0.0.1:5432 (run `make services`): {error}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("trustdiff_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
