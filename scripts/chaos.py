@@ -139,6 +139,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             callback_secret=CALLBACK_SECRET,
             # The receiver listens on loopback, which callbacks may not reach by default.
             callback_allowed_networks=json.dumps([f"{LOOPBACK}/32"]),
+            # All audits are submitted at once, past the per-tenant default of 4 in flight.
+            max_concurrent_audits=str(args.audits),
             callback_backoff_s="0.5",
             heartbeat_interval_s="1",
             heartbeat_timeout_s=str(args.heartbeat_timeout),

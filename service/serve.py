@@ -14,6 +14,8 @@ from types import FrameType
 logger = logging.getLogger(__name__)
 
 PARENT_PID_ENV = "TRUSTDIFF_EXIT_WITH_PARENT"
+# How much lower than the gateway's the supervised worker's CPU priority is.
+WORKER_NICE = 10
 
 
 class WorkerSupervisor(threading.Thread):
@@ -93,7 +95,15 @@ def serve(*, host: str, port: int, start_worker: bool, migrate: bool, log_level:
     if start_worker:
         # The public `trustdiff worker` command: the gateway starts a worker, never imports one.
         # solo: one process is enough on a laptop, and there is nothing to fork per audit.
-        command = [sys.executable, "-m", "trustdiff", "worker", "--pool=solo"]
+        # Niced: on one machine the API must keep answering while an audit takes every core.
+        command = [
+            sys.executable,
+            "-m",
+            "trustdiff",
+            "worker",
+            "--pool=solo",
+            f"--nice={WORKER_NICE}",
+        ]
         supervisor = WorkerSupervisor([*command, f"--log-level={log_level}"])
     # uvicorn stops gracefully on SIGTERM, then re-raises it; with the default handler that
     # would kill this process before the `finally` below stops the worker.

@@ -21,10 +21,22 @@ def register_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentP
     )
     worker.add_argument("--concurrency", type=int, default=1, help="audits run at once")
     worker.add_argument("--log-level", default="info")
+    worker.add_argument(
+        "--nice",
+        type=int,
+        choices=range(20),
+        default=0,
+        metavar="N",
+        help="lower this worker's CPU priority by N (0-19), so a gateway on the same machine "
+        "keeps answering while audits compute (`trustdiff serve` starts its worker at 10)",
+    )
     worker.set_defaults(func=needs_service_extra("worker", _worker))
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.nice:
+        # Before any thread or pool child exists: all of them inherit it.
+        os.nice(args.nice)
     prepare_state(migrate_embedded=True)
     from workers.celery_app import app, runtime
 

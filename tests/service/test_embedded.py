@@ -118,6 +118,9 @@ def test_serve_alone_runs_an_audit_end_to_end_and_stops_cleanly(
             assert api.get(f"{location}/result").json()["manifest"]["dataset"]["rows"] == 48
         workers = children_of(serve.pid)
         assert len(workers) == 1, "serve should supervise exactly one worker process"
+        # The worker yields the CPU to the gateway (nice is field 19 of /proc/<pid>/stat).
+        stat = Path(f"/proc/{workers[0]}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(stat[16]) == os.getpriority(os.PRIO_PROCESS, 0) + 10
         # A worker that dies is replaced.
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 30
