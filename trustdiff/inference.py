@@ -55,6 +55,22 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return TORCH_DTYPES[dtype]
 
 
+def resolve_placement(device: str, dtype: str) -> tuple[str, str]:
+    """What `device` and `dtype` ("auto" included) stand for on this machine, as names that
+    `load_model_runner` accepts: e.g. ("cuda", "bfloat16") or ("cpu", "float32")."""
+    target = resolve_device(device)
+    compute = resolve_dtype(dtype, target)
+    name = next(name for name, value in TORCH_DTYPES.items() if value == compute)
+    return str(target), name
+
+
+def runner_placement(transform: str | None, *, device: str, dtype: str) -> tuple[str, str]:
+    """The device and dtype, as `str(torch.device)` and `str(torch.dtype)`, of the runner that
+    `load_model_runner` would make with these arguments; no model is loaded."""
+    target, compute_dtype = _placement(transform, device=device, dtype=dtype)
+    return str(target), str(compute_dtype)
+
+
 @dataclass
 class ModelRunner:
     """A loaded checkpoint: model in eval mode on `device`, its tokenizer and label names.

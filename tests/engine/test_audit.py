@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +31,8 @@ from trustdiff.errors import (
     PathOutsideRootError,
 )
 from trustdiff.result import (
-    AlignmentMetrics,
     AuditResult,
-    Explanation,
     Histogram,
-    MethodAlignment,
     MetricSummary,
     RowsSummary,
     dump_result,
@@ -236,31 +231,40 @@ def _summary(value: float) -> MetricSummary:
 def test_explanations_are_requested_through_the_explain_package(
     tiny_assets: TinyAssets, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A stand-in for trustdiff.explain checks the engine's side of the contract only.
-    received: dict[str, Any] = {}
+    # A stand-in for the explainers checks the engine's side of the contract only: what each
+    # block asks for, and that the block's attributions reach the document.
+    import trustdiff.explain.runner as explain_runner
+    from trustdiff.explain.instance import InstanceAttributions
+    from trustdiff.explain.words import WordFeatures
 
-    def explain_and_align(evaluator: Any, dataset: Any, **options: Any) -> tuple[dict, dict]:
-        received.update(options, evaluator=evaluator, dataset=dataset)
-        probabilities = evaluator.predict_proba(dataset.inputs[:2])
+    received: list[dict[str, Any]] = []
+
+    def explain_rows(
+        evaluator: Any, inputs: Any, indices: Any, **options: Any
+    ) -> dict[int, dict[str, InstanceAttributions]]:
+        received.append({**options, "indices": list(indices), "evaluator": evaluator})
+        probabilities = evaluator.predict_proba([inputs[index] for index in indices])
         assert len(probabilities) == 2
-        metrics = {name: _summary(0.9) for name in AlignmentMetrics.model_fields}
-        alignment = MethodAlignment(**metrics, top_k=10, n_instances=2, settings={})
-        explanation = Explanation(words=["good"], segments=[0], target="positive")
-        return {"lime": alignment}, {0: explanation}
+        results = {}
+        for index in indices:
+            scores = np.linspace(1.0, 0.0, len(WordFeatures.from_input(inputs[index])))
+            results[index] = {"lime": InstanceAttributions(scores, scores, None)}
+        return results
 
-    fake = types.ModuleType("trustdiff.explain")
-    fake.explain_and_align = explain_and_align  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "trustdiff.explain", fake)
-    # Faithfulness needs the real package's word features; its own tests cover it.
-    explain = ExplainSettings(instances=2, methods=("lime",), faithfulness=False)
-    result = _run(tiny_assets, _config(explain=explain))
-    assert received["settings"] == explain
-    assert received["labels"] == ["negative", "positive"]
-    assert received["reference_proba"].shape == (48, 2)
-    assert received["seed"] == 0
+    monkeypatch.setattr(explain_runner, "explain_rows", explain_rows)
+    # Faithfulness needs the real explainers' evaluator calls; its own tests cover it.
+    explain = ExplainSettings(instances=6, methods=("lime",), top_k=3, faithfulness=False)
+    result = _run(tiny_assets, _config(explain=explain), block_instances=4)
+    assert [len(call["indices"]) for call in received] == [4, 2]
+    assert all(call["settings"] == explain and call["seed"] == 0 for call in received)
+    assert all(call["n_classes"] == 2 for call in received)
+    # Each block has an evaluator of its own.
+    assert received[0]["evaluator"] is not received[1]["evaluator"]
+    explained = [index for call in received for index in call["indices"]]
+    assert [instance.index for instance in result.instances] == explained
     assert "lime_jaccard_margin" in [check.name for check in result.gate.checks]
-    assert result.alignment["lime"].jaccard_at_k.mean == 0.9
-    assert [instance.index for instance in result.instances] == [0]
+    assert result.alignment["lime"].jaccard_at_k.mean == 1.0
+    assert result.alignment["lime"].n_instances == 6
     assert result.instances[0].explanations is not None
     assert "explain" in result.manifest.timings
 

@@ -11,12 +11,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from trustdiff.config import AuditConfig, Masking
-from trustdiff.explain.runner import explained_targets, joint_predict, reference_mask_token
+from trustdiff.explain.instance import InstanceAttributions
+from trustdiff.explain.runner import joint_predict, reference_mask_token
 from trustdiff.explain.words import WordFeatures
 from trustdiff.metrics.alignment import summarize_metric
 from trustdiff.metrics.bootstrap import bootstrap_mean_interval
 from trustdiff.metrics.faithfulness import erasure_masks, faithfulness
 from trustdiff.result import (
+    Attributions,
     Explanation,
     Faithfulness,
     Interval,
@@ -96,6 +98,10 @@ def _requests(
     return requests
 
 
+# Row -> method -> model ("reference", "candidate") -> comprehensiveness and sufficiency.
+FaithfulnessByRow = dict[int, dict[str, dict[str, dict[str, float]]]]
+
+
 def measure_faithfulness(
     explanations: dict[int, Explanation],
     *,
@@ -103,7 +109,7 @@ def measure_faithfulness(
     full_predict: ModelPredict,
     model_predicts: Sequence[ModelPredict],
     settings: FaithfulnessSettings,
-) -> tuple[dict[str, Faithfulness], dict[int, dict[str, dict[str, dict[str, float]]]]]:
+) -> tuple[dict[str, Faithfulness], FaithfulnessByRow]:
     """Comprehensiveness and sufficiency of every explanation, for the model it explains.
 
     `targets[index]` is the (reference, candidate) class explained at that row.
@@ -116,9 +122,28 @@ def measure_faithfulness(
     Returns per method the summaries (means with bootstrap intervals, and the paired
     candidate − reference deltas), and per row method -> model -> both scores.
     """
+    per_row = faithfulness_scores(
+        explanations,
+        targets=targets,
+        full_predict=full_predict,
+        model_predicts=model_predicts,
+        settings=settings,
+    )
+    return summarize_faithfulness(per_row, settings), per_row
+
+
+def faithfulness_scores(
+    explanations: dict[int, Explanation],
+    *,
+    targets: dict[int, tuple[int, int]],
+    full_predict: ModelPredict,
+    model_predicts: Sequence[ModelPredict],
+    settings: FaithfulnessSettings,
+) -> FaithfulnessByRow:
+    """The per-row half of `measure_faithfulness`: row -> method -> model -> both scores."""
     requests = _requests(explanations, targets, settings)
     if not requests:
-        return {}, {}
+        return {}
     full_inputs = list(dict.fromkeys(request.full for request in requests))
     joint = full_predict(full_inputs)
     n_classes = joint.shape[1] // 2
@@ -136,8 +161,7 @@ def measure_faithfulness(
         probabilities = predict(inputs) if inputs else np.empty((0, n_classes))
         erased.append(dict(zip(inputs, probabilities, strict=True)))
 
-    per_row: dict[int, dict[str, dict[str, dict[str, float]]]] = {}
-    scores: dict[str, dict[int, dict[int, tuple[float, float]]]] = {}
+    per_row: FaithfulnessByRow = {}
     for request in requests:
         full = float(joint[full_rows[request.full], request.model * n_classes + request.target])
         table = erased[request.model]
@@ -149,11 +173,23 @@ def measure_faithfulness(
         per_row.setdefault(request.index, {}).setdefault(request.method, {})[
             MODELS[request.model]
         ] = {"comprehensiveness": result.comprehensiveness, "sufficiency": result.sufficiency}
-        scores.setdefault(request.method, {}).setdefault(request.index, {})[request.model] = (
-            result.comprehensiveness,
-            result.sufficiency,
-        )
-    return {method: _summary(by_row, settings) for method, by_row in scores.items()}, per_row
+    return per_row
+
+
+def summarize_faithfulness(
+    per_row: FaithfulnessByRow, settings: FaithfulnessSettings
+) -> dict[str, Faithfulness]:
+    """Per method, the summaries over the rows of `per_row` (in row order)."""
+    scores: dict[str, dict[int, dict[int, tuple[float, float]]]] = {}
+    for index in sorted(per_row):
+        for method, by_model in per_row[index].items():
+            for model, name in enumerate(MODELS):
+                values = by_model[name]
+                scores.setdefault(method, {}).setdefault(index, {})[model] = (
+                    values["comprehensiveness"],
+                    values["sufficiency"],
+                )
+    return {method: _summary(by_row, settings) for method, by_row in scores.items()}
 
 
 def _summary(
@@ -202,51 +238,75 @@ def _summary(
     )
 
 
-def add_faithfulness(
+def faithfulness_settings(config: AuditConfig, *, mask_token: str | None) -> FaithfulnessSettings:
+    """The audit's faithfulness settings: its explanations' top-k and masking, and the
+    calibration's bootstrap for the intervals."""
+    settings = config.explain
+    return FaithfulnessSettings(
+        top_k=settings.top_k,
+        masking=settings.masking,
+        mask_token=mask_token,
+        n_resamples=config.calibration.n_bootstrap,
+        confidence_level=config.calibration.confidence_level,
+        seed=config.seed,
+    )
+
+
+def faithfulness_of_rows(
     evaluator: BatchingEvaluator,
-    alignment: dict[str, MethodAlignment],
-    explanations: dict[int, Explanation],
+    results: dict[int, dict[str, InstanceAttributions]],
     *,
-    reference_proba: NDArray[np.float64],
-    candidate_proba: NDArray[np.float64],
-    gold: Sequence[int],
+    inputs: Sequence[TextInput],
+    targets: dict[int, tuple[int, int, int | None]],
     config: AuditConfig,
-) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
-    """`alignment` and `explanations` with faithfulness added, measured through `evaluator`.
+) -> FaithfulnessByRow:
+    """The faithfulness scores of explained rows (`explain_rows`'s `results`), measured
+    through `evaluator`, the one that explained them.
 
     The whole inputs are answered by the evaluator's cache (the explainers evaluated them);
     each model's erased inputs go through a one-model evaluator with the same batching, so
     a model is never run on the other's perturbations.
     """
-    settings = config.explain
-    targets = {
-        index: explained_targets(
-            settings,
-            reference_proba=reference_proba,
-            candidate_proba=candidate_proba,
-            gold=gold,
-            index=index,
+    explanations = {
+        index: Explanation(
+            words=list(features.words),
+            segments=list(features.segments),
+            target=str(targets[index][0]),
+            **{
+                method: Attributions(
+                    reference=pair.reference.tolist(), candidate=pair.candidate.tolist()
+                )
+                for method, pair in by_method.items()
+            },
         )
-        for index in explanations
+        for index, by_method in results.items()
+        for features in (WordFeatures.from_input(inputs[index]),)
     }
-    summaries, per_row = measure_faithfulness(
+    masking = config.explain.masking
+    return faithfulness_scores(
         explanations,
-        targets=targets,
+        targets={index: (targets[index][0], targets[index][1]) for index in results},
         full_predict=joint_predict(evaluator),
         model_predicts=[
             _first_model_of(evaluator.with_runners([model])) for model in range(len(MODELS))
         ],
-        settings=FaithfulnessSettings(
-            top_k=settings.top_k,
-            masking=settings.masking,
-            mask_token=reference_mask_token(evaluator)
-            if settings.masking == "mask_token"
-            else None,
-            n_resamples=config.calibration.n_bootstrap,
-            confidence_level=config.calibration.confidence_level,
-            seed=config.seed,
+        settings=faithfulness_settings(
+            config,
+            mask_token=reference_mask_token(evaluator) if masking == "mask_token" else None,
         ),
     )
+
+
+def with_faithfulness(
+    alignment: dict[str, MethodAlignment],
+    explanations: dict[int, Explanation],
+    per_row: FaithfulnessByRow,
+    *,
+    config: AuditConfig,
+) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
+    """`alignment` with each method's faithfulness summaries over `per_row`, and each
+    explanation with its row's scores."""
+    summaries = summarize_faithfulness(per_row, faithfulness_settings(config, mask_token=None))
     return (
         {
             method: summary.model_copy(update={"faithfulness": summaries.get(method)})

@@ -192,6 +192,9 @@ def explain_and_align(
     Returns the per-method summaries and, keyed by dataset row, each instance's explanation.
     `progress("explain", done, total)` reports instances; `should_cancel` is checked between
     instances and raises `AuditCancelledError`. Up to `workers` instances run at once.
+
+    An audit explains its instances in fixed blocks instead (`explain_rows` per block, then
+    `align_explained` over all of them), so that blocks can run in other processes.
     """
     probabilities = _checked_probabilities(
         reference_proba,
@@ -200,26 +203,76 @@ def explain_and_align(
         rows=len(dataset.inputs),
         n_classes=len(labels),
     )
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    methods: list[ExplainMethod] = list(dict.fromkeys(settings.methods))
-    count = settings.instances if methods else 0
+    count = settings.instances if explained_methods(settings) else 0
     selection = select_instances(dataset.inputs, count=count, seed=seed, top_k=settings.top_k)
     indices = selection.indices
     if progress is not None:
         progress("explain", 0, len(indices))
     if not indices:
         return {}, {}
-    explain_row = RowExplainer(
-        inputs=dataset.inputs,
-        methods=methods,
+    targets = targets_by_row(indices, *probabilities, dataset.labels, settings)
+    results = explain_rows(
+        evaluator,
+        dataset.inputs,
+        indices,
+        targets=targets,
         settings=settings,
         n_classes=len(labels),
         seed=seed,
-        mask_token=reference_mask_token(evaluator) if settings.masking == "mask_token" else None,
-        targets=_targets_by_row(indices, *probabilities, dataset.labels, settings),
+        progress=progress,
+        should_cancel=should_cancel,
+        workers=workers,
     )
-    results = explain_in_waves(
+    return align_explained(
+        dataset.inputs,
+        results,
+        targets=targets,
+        settings=settings,
+        labels=labels,
+        seed=seed,
+        selection=selection,
+    )
+
+
+def explained_methods(settings: ExplainSettings) -> list[ExplainMethod]:
+    """The methods `settings` asks for, each once, in the order asked."""
+    return list(dict.fromkeys(settings.methods))
+
+
+def explain_rows(
+    evaluator: Evaluator,
+    inputs: Sequence[TextInput],
+    indices: Sequence[int],
+    *,
+    targets: dict[int, tuple[int, int, int | None]],
+    settings: ExplainSettings,
+    n_classes: int,
+    seed: int,
+    progress: Callable[[str, int, int], None] | None,
+    should_cancel: Callable[[], bool] | None,
+    workers: int = DEFAULT_WORKERS,
+) -> dict[int, dict[str, InstanceAttributions]]:
+    """Every method's attributions of the rows `indices`, keyed by row then method.
+
+    `targets[index]` is the (reference, candidate, twin or None) class explained at a row
+    (`targets_by_row`); the twin is explained where it is not None (the evaluator's runner
+    2). Instances run in waves (`explain_in_waves`), up to `workers` at once in lock-step.
+    Every instance's seeds depend on (`seed`, row index, method) only, so the attributions
+    of a row do not depend on which other rows are explained with it, up to the models'
+    dependence on batch composition (float rounding, or int8-dynamic's scales).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    explain_row = RowExplainer(
+        inputs=inputs,
+        methods=explained_methods(settings),
+        settings=settings,
+        n_classes=n_classes,
+        seed=seed,
+        mask_token=reference_mask_token(evaluator) if settings.masking == "mask_token" else None,
+        targets=targets,
+    )
+    return explain_in_waves(
         explain_row,
         indices,
         models_predict(evaluator),
@@ -228,7 +281,30 @@ def explain_and_align(
         progress=progress,
         should_cancel=should_cancel,
     )
-    return _aligned(explain_row, results, labels=labels, selection=selection)
+
+
+def align_explained(
+    inputs: Sequence[TextInput],
+    results: dict[int, dict[str, InstanceAttributions]],
+    *,
+    targets: dict[int, tuple[int, int, int | None]],
+    settings: ExplainSettings,
+    labels: list[str],
+    seed: int,
+    selection: InstanceSelection,
+) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
+    """Per-method summaries (with the noise floor and the twin) over the explained rows
+    `results` (from `explain_rows`), and each row's explanation; no model is called."""
+    described = RowExplainer(
+        inputs=inputs,
+        methods=explained_methods(settings),
+        settings=settings,
+        n_classes=len(labels),
+        seed=seed,
+        mask_token=None,
+        targets=targets,
+    )
+    return _aligned(described, results, labels=labels, selection=selection)
 
 
 def _checked_probabilities(
@@ -250,7 +326,7 @@ def _checked_probabilities(
     return reference, candidate, twin
 
 
-def _targets_by_row(
+def targets_by_row(
     indices: Sequence[int],
     reference_proba: NDArray[np.float64],
     candidate_proba: NDArray[np.float64],
@@ -258,6 +334,8 @@ def _targets_by_row(
     gold: Sequence[int],
     settings: ExplainSettings,
 ) -> dict[int, tuple[int, int, int | None]]:
+    """The (reference, candidate, twin or None) class explained at each row of `indices`."""
+
     def targets(index: int) -> tuple[int, int, int | None]:
         reference, candidate = explained_targets(
             settings,
