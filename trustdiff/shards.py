@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -144,7 +144,7 @@ class ExplainedBlock:
         )
 
 
-_ATTRIBUTION_FIELDS = ("reference", "candidate", "reference_rerun", "twin", "twin_reference")
+_ATTRIBUTION_FIELDS = [field.name for field in fields(InstanceAttributions)]
 
 
 def _attributions_json(pair: InstanceAttributions) -> dict[str, list[float] | None]:
