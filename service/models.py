@@ -198,6 +198,8 @@ class Audit(Base):
     passed: Mapped[bool | None]
     # Every row's outcome (Parquet) lives beside the document, in the artifact store.
     rows_url: Mapped[str | None] = mapped_column(String(2048))
+    # The engine's plan (trustdiff.plan.AuditPlan, JSON) that its shards run, while it runs.
+    plan_url: Mapped[str | None] = mapped_column(String(2048))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
 
@@ -214,3 +216,75 @@ class Audit(Base):
     enqueue_failed_at: Mapped[datetime | None]
     callback_delivered_at: Mapped[datetime | None]
     callback_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ShardKind(StrEnum):
+    """The steps a planned audit runs as tasks: prediction shards (row ranges), explanation
+    blocks (groups of instances), then the one finaliser."""
+
+    PREDICT = "predict"
+    EXPLAIN = "explain"
+    FINALISE = "finalise"
+
+
+class ShardStatus(StrEnum):
+    """A shard's state: `waiting` (its stage has not started) → `queued` → `running` → `done`;
+    `failed` ends the audit; `cancelled` when the audit ended before the shard did."""
+
+    WAITING = "waiting"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+def _string_enum(enum: type[StrEnum]) -> Enum:
+    # A VARCHAR(16) held to the values by a named CHECK constraint, like `AuditStatusColumn`.
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
+
+
+def _values_in(column: str, enum: type[StrEnum]) -> str:
+    return "{} IN ({})".format(column, ", ".join(f"'{member.value}'" for member in enum))
+
+
+class AuditShard(Base):
+    """One step of a planned audit and its job state (see `service.shards`).
+
+    Its output is an artifact at `artifact_url`; `done` of `total` counts rows predicted or
+    instances explained, and the audit's progress is their sum over its running stage.
+    """
+
+    __tablename__ = "audit_shards"
+    __table_args__ = (
+        UniqueConstraint("audit_id", "kind", "index"),
+        CheckConstraint(_values_in("kind", ShardKind), name="kind_known"),
+        CheckConstraint(_values_in("status", ShardStatus), name="status_known"),
+        # The sweep scans running shards by heartbeat age and queued ones by send time.
+        Index("ix_audit_shards_status_heartbeat_at", "status", "heartbeat_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    audit_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"))
+    kind: Mapped[ShardKind] = mapped_column(_string_enum(ShardKind))
+    index: Mapped[int]
+    status: Mapped[ShardStatus] = mapped_column(
+        _string_enum(ShardStatus), default=ShardStatus.WAITING
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    done: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int] = mapped_column(default=0)
+    queued_at: Mapped[datetime | None] = mapped_column(doc="When its task was last sent.")
+    started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    artifact_url: Mapped[str | None] = mapped_column(String(2048))
+    error: Mapped[str | None] = mapped_column(Text)

@@ -3,21 +3,24 @@ downgrade to base, and no difference between the migrated schema and the models.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from service.db import create_db_engine
 from service.migrations import alembic_config, head_revision
 from service.models import Base
 from tests.postgres import throwaway_database
 
-TABLES = {"tenants", "api_keys", "datasets", "audits"}
+TABLES = {"tenants", "api_keys", "datasets", "audits", "audit_shards"}
 
 
 @pytest.fixture
@@ -76,3 +79,52 @@ def test_migration_history_is_linear() -> None:
 
     script = ScriptDirectory.from_config(alembic_config())
     assert len(script.get_heads()) == 1
+
+
+@pytest.mark.services
+def test_0004_keeps_audits_and_their_shards_go_with_them(empty_postgres: str) -> None:
+    """An audit from before 0004 survives it; a shard is unique per (audit, kind, index)
+    and is deleted with its audit; downgrading to 0003 drops only the shards."""
+    config = alembic_config(empty_postgres)
+    engine = create_db_engine(empty_postgres)
+    tenant, audit = uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+    shard = {"audit": audit}
+    insert_shard = text(
+        "INSERT INTO audit_shards (id, audit_id, kind, index, status, attempts, done, total) "
+        "VALUES (gen_random_uuid(), :audit, 'predict', 0, 'queued', 0, 0, 48)"
+    )
+    try:
+        command.upgrade(config, "0003")
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO tenants (id, name, created_at) VALUES (:id, 'a', :now)"),
+                {"id": tenant, "now": now},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO audits (id, tenant_id, status, request, request_sha256, "
+                    "config, dataset_root, attempts, created_at, updated_at) VALUES (:id, "
+                    ":tenant, 'running', '{}', '', '{}', 'data', 1, :now, :now)"
+                ),
+                {"id": audit, "tenant": tenant, "now": now},
+            )
+        command.upgrade(config, "head")
+        with engine.begin() as connection:
+            plan_url = connection.execute(
+                text("SELECT plan_url FROM audits WHERE id = :id"), {"id": audit}
+            ).scalar_one()
+            assert plan_url is None
+            connection.execute(insert_shard, shard)
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(insert_shard, shard)
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM audits WHERE id = :id"), {"id": audit})
+            remaining = connection.execute(text("SELECT count(*) FROM audit_shards"))
+            assert remaining.scalar_one() == 0
+        command.downgrade(config, "0003")
+        assert tables(engine) == TABLES - {"audit_shards"}
+        columns = {column["name"] for column in inspect(engine).get_columns("audits")}
+        assert "plan_url" not in columns
+    finally:
+        engine.dispose()

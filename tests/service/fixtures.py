@@ -32,7 +32,7 @@ from tests.postgres import throwaway_database
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 REDIS_HOST = "127.0.0.1:6379"
-TABLES = ("audits", "datasets", "api_keys", "tenants")
+TABLES = ("audit_shards", "audits", "datasets", "api_keys", "tenants")
 # Small but real settings: every pillar runs, in seconds, on the tiny fixture models.
 FAST_SETTINGS: dict[str, Any] = {
     "explain": {"instances": 2, "lime_samples": 50, "shap_max_evals": 50, "top_k": 3},
