@@ -48,7 +48,11 @@ from harness import (
 )
 
 TENANT = "chaos"
-AUDIT_INSTANCES = 20
+# Per audit (the service's default quotas are 50 and 1,000): ≈ 12 s each on the idle 2-core
+# machine, so 12 audits on 2 workers outlast the kills, KILL_SPACING_S apart.
+AUDIT_INSTANCES = 50
+AUDIT_LIME_SAMPLES = 800
+KILL_SPACING_S = 8
 DATASET_ROWS = 120
 CALLBACK_SECRET = "chaos-secret"
 
@@ -166,10 +170,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
             ids: list[str] = []
             for index in range(args.audits):
-                # Long enough (≈ 20 s each on an idle 2-core machine) that the kills, 15 s
-                # apart, land while audits are still running.
                 body = audit_body(
-                    seed=index, instances=AUDIT_INSTANCES, lime_samples=400, rows=DATASET_ROWS
+                    seed=index,
+                    instances=AUDIT_INSTANCES,
+                    lime_samples=AUDIT_LIME_SAMPLES,
+                    rows=DATASET_ROWS,
                 )
                 body["callback_url"] = receiver.url
                 response = http.post(
@@ -206,7 +211,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     if name in service.processes
                     and f":{service.processes[name].pid}" in {w[w.rfind(":") :] for w in busy}
                 ]
-                spaced = time.monotonic() - chaos.started > 15 * (kills + 1)
+                spaced = time.monotonic() - chaos.started > KILL_SPACING_S * (kills + 1)
                 if kills < args.worker_kills and victims and spaced:
                     # A worker in the middle of an audit: the run is lost with it.
                     victim = victims[kills % len(victims)]

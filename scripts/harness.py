@@ -24,6 +24,7 @@ import httpx
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY_ROOT))
 
+from service.serve import KEEP_ALIVE_S  # noqa: E402
 from tests.postgres import throwaway_database  # noqa: E402
 from tests.tiny_models import build_tiny_bert, sentiment_rows, write_dataset  # noqa: E402
 
@@ -132,6 +133,7 @@ def gateway_command(port: int | str, *, workers: int | None = None) -> list[str]
     logging warnings only."""
     command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
     command += ["--host", LOOPBACK, "--port", str(port), "--log-level", "warning"]
+    command += ["--timeout-keep-alive", str(KEEP_ALIVE_S)]
     return command if workers is None else [*command, "--workers", str(workers)]
 
 

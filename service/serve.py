@@ -16,6 +16,10 @@ logger = logging.getLogger(__name__)
 PARENT_PID_ENV = "TRUSTDIFF_EXIT_WITH_PARENT"
 # How much lower than the gateway's the supervised worker's CPU priority is.
 WORKER_NICE = 10
+# Idle keep-alive connections are closed after this long: longer than clients keep theirs
+# (httpx and requests' pools 5 s, load balancers 60 s), so a client never sends a request on a
+# connection the server is closing at that instant (uvicorn's default, 5 s, races httpx's).
+KEEP_ALIVE_S = 65
 
 
 class WorkerSupervisor(threading.Thread):
@@ -128,6 +132,7 @@ def serve(*, host: str, port: int, start_worker: bool, migrate: bool, log_level:
             log_level=log_level,
             log_config=None,
             access_log=settings.log_format != "json",
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
         uvicorn.Server(config).run()
     except (KeyboardInterrupt, SystemExit):

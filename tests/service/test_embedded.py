@@ -3,6 +3,7 @@ and a worker it supervises, driven over real HTTP from a create-key-to-gate run.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -66,6 +67,13 @@ def embedded_env(tmp_path: Path, tiny_assets: TinyAssets) -> dict[str, str]:
     return env
 
 
+def get_healthz(connection: http.client.HTTPConnection) -> int:
+    connection.request("GET", "/v1/healthz")
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
 def test_serve_alone_runs_an_audit_end_to_end_and_stops_cleanly(
     embedded_env: dict[str, str], tiny_assets: TinyAssets, tmp_path: Path
 ) -> None:
@@ -116,6 +124,16 @@ def test_serve_alone_runs_an_audit_end_to_end_and_stops_cleanly(
             gate = api.get(f"{location}/gate").json()
             assert gate["passed"] is audit["passed"]
             assert api.get(f"{location}/result").json()["manifest"]["dataset"]["rows"] == 48
+        # An idle keep-alive connection outlives the 5 s clients keep theirs, so reusing one
+        # never races the server closing it.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            assert get_healthz(connection) == 200
+            kept = connection.sock
+            time.sleep(6)
+            assert get_healthz(connection) == 200 and connection.sock is kept
+        finally:
+            connection.close()
         workers = children_of(serve.pid)
         assert len(workers) == 1, "serve should supervise exactly one worker process"
         # The worker yields the CPU to the gateway (nice is field 19 of /proc/<pid>/stat).
