@@ -242,6 +242,8 @@ def _explanations(
             eligible=plan.eligible_instances,
             requested=plan.requested_instances,
         ),
+        n_resamples=config.calibration.n_bootstrap,
+        confidence_level=config.calibration.confidence_level,
     )
     if not config.explain.faithfulness:
         return alignment, explanations

@@ -368,3 +368,19 @@ def test_partition_shap_explains_each_model_as_it_would_be_alone() -> None:
     assert against_shifted.candidate == shifted_as_reference.reference
     assert against_shifted.reference_rerun == against_shifted.reference
     assert against_shifted.candidate != against_other.candidate
+
+
+def test_alignment_intervals_follow_the_audits_resampling_settings() -> None:
+    evaluator = FakeEvaluator(BagOfWordsModel(), BagOfWordsModel(weights=SHIFTED_WEIGHTS))
+    settings = SETTINGS.model_copy(update={"instances": 6, "methods": ("lime",)})
+    wide, _ = audit(evaluator, dataset(), settings, confidence_level=0.99)
+    narrow, _ = audit(evaluator, dataset(), settings, confidence_level=0.5)
+    none, _ = audit(evaluator, dataset(), settings, n_resamples=0)
+    widths = []
+    for name in ALIGNMENT_METRICS:
+        high, low = getattr(wide["lime"], name), getattr(narrow["lime"], name)
+        assert high.mean == low.mean == getattr(none["lime"], name).mean
+        assert high.ci_high - high.ci_low >= low.ci_high - low.ci_low
+        widths.append(high.ci_high - high.ci_low - (low.ci_high - low.ci_low))
+        assert getattr(none["lime"], name).ci_low is None
+    assert max(widths) > 0

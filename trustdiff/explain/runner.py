@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -36,10 +37,12 @@ if TYPE_CHECKING:
     from trustdiff.explain.words import PredictFunction
     from trustdiff.inference import TextInput
 
-# Bootstrap settings of the per-metric summaries (the explain settings carry none).
+# Bootstrap defaults of the per-metric summaries; an audit passes its calibration settings.
 SUMMARY_RESAMPLES = 1000
 SUMMARY_CONFIDENCE = 0.95
 HISTOGRAM_BINS = 10
+# Per-metric summaries of a list of per-instance metric rows (`_summaries` with its settings).
+Summaries = Callable[[Sequence[dict[str, float]]], dict[str, Any]]
 # Instances explained at once, each on its own thread, their model requests merged step by
 # step into one evaluator call (`LockstepBatcher`), so the evaluator batches across instances
 # (SHAP's Partition rounds alone are small) and results stay reproducible. On the 2-core CPU
@@ -173,6 +176,8 @@ def explain_and_align(
     should_cancel: Callable[[], bool] | None,
     workers: int = DEFAULT_WORKERS,
     twin_proba: ArrayLike | None = None,
+    n_resamples: int = SUMMARY_RESAMPLES,
+    confidence_level: float = SUMMARY_CONFIDENCE,
 ) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
     """Explain a seeded sample of instances with every method; align reference and candidate.
 
@@ -231,6 +236,8 @@ def explain_and_align(
         labels=labels,
         seed=seed,
         selection=selection,
+        n_resamples=n_resamples,
+        confidence_level=confidence_level,
     )
 
 
@@ -292,9 +299,13 @@ def align_explained(
     labels: list[str],
     seed: int,
     selection: InstanceSelection,
+    n_resamples: int = SUMMARY_RESAMPLES,
+    confidence_level: float = SUMMARY_CONFIDENCE,
 ) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
     """Per-method summaries (with the noise floor and the twin) over the explained rows
-    `results` (from `explain_rows`), and each row's explanation; no model is called."""
+    `results` (from `explain_rows`), and each row's explanation; no model is called. Each
+    metric's interval is a bootstrap over the instances (`n_resamples`, `confidence_level`:
+    an audit passes its calibration settings, so every interval of a document is alike)."""
     described = RowExplainer(
         inputs=inputs,
         methods=explained_methods(settings),
@@ -304,7 +315,14 @@ def align_explained(
         mask_token=None,
         targets=targets,
     )
-    return _aligned(described, results, labels=labels, selection=selection)
+    return _aligned(
+        described,
+        results,
+        labels=labels,
+        selection=selection,
+        n_resamples=n_resamples,
+        confidence_level=confidence_level,
+    )
 
 
 def _checked_probabilities(
@@ -415,17 +433,25 @@ def _aligned(
     *,
     labels: list[str],
     selection: InstanceSelection,
+    n_resamples: int,
+    confidence_level: float,
 ) -> tuple[dict[str, MethodAlignment], dict[int, Explanation]]:
     """Per-method summaries over the explained rows, and each row's explanation."""
     indices = sorted(results)
-    settings, seed = explain_row.settings, explain_row.seed
+    settings = explain_row.settings
+    summaries = partial(
+        _summaries,
+        seed=explain_row.seed,
+        n_resamples=n_resamples,
+        confidence_level=confidence_level,
+    )
     rows: dict[str, _MethodRows] = {
         method: _method_rows([results[i][method] for i in indices], top_k=settings.top_k)
         for method in explain_row.methods
     }
     alignment: dict[str, MethodAlignment] = {
         method: _method_alignment(
-            method, rows[method], settings=settings, seed=seed, selection=selection
+            method, rows[method], settings=settings, summaries=summaries, selection=selection
         )
         for method in explain_row.methods
     }
@@ -472,7 +498,7 @@ def _method_alignment(
     rows: _MethodRows,
     *,
     settings: ExplainSettings,
-    seed: int,
+    summaries: Summaries,
     selection: InstanceSelection,
 ) -> MethodAlignment:
     """One method's summaries over the explained instances, the noise floor beside them."""
@@ -481,7 +507,7 @@ def _method_alignment(
     if rows.deterministic:
         noise_floor = NoiseFloor(deterministic=True)
     elif measured_floor:
-        noise_floor = NoiseFloor(**_summaries(rows.floor, seed=seed))
+        noise_floor = NoiseFloor(**summaries(rows.floor))
     judged: Judged = "rerun_vs_first_run"
     if not measured_floor:
         follows_outputs = get_explainer(method).perturbations_follow_outputs(settings)
@@ -489,23 +515,21 @@ def _method_alignment(
     twin = None
     if rows.twin_judged:
         twin = TwinAlignment(
-            **_summaries(rows.twin_judged, seed=seed),
+            **summaries(rows.twin_judged),
             judged=judged,
             shared_perturbations=(
-                AlignmentMetrics(**_summaries(rows.twin_shared, seed=seed))
-                if measured_floor
-                else None
+                AlignmentMetrics(**summaries(rows.twin_shared)) if measured_floor else None
             ),
         )
     return MethodAlignment(
-        **_summaries(rows.judged, seed=seed),
+        **summaries(rows.judged),
         top_k=settings.top_k,
         n_instances=len(rows.judged),
         settings=_method_settings(method, settings),
         noise_floor=noise_floor,
         judged=judged,
         shared_perturbations=(
-            AlignmentMetrics(**_summaries(rows.shared, seed=seed)) if measured_floor else None
+            AlignmentMetrics(**summaries(rows.shared)) if measured_floor else None
         ),
         twin=twin,
         eligible_instances=selection.eligible,
@@ -513,12 +537,14 @@ def _method_alignment(
     )
 
 
-def _summaries(rows: Sequence[dict[str, float]], *, seed: int) -> dict[str, Any]:
+def _summaries(
+    rows: Sequence[dict[str, float]], *, seed: int, n_resamples: int, confidence_level: float
+) -> dict[str, Any]:
     return {
         name: summarize_metric(
             [row[name] for row in rows],
-            n_resamples=SUMMARY_RESAMPLES,
-            confidence_level=SUMMARY_CONFIDENCE,
+            n_resamples=n_resamples,
+            confidence_level=confidence_level,
             seed=seed,
             bins=HISTOGRAM_BINS,
             value_range=value_range,
