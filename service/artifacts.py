@@ -1,4 +1,5 @@
-"""Audit artifacts (rows files) in a local folder or under any fsspec URL (S3, GCS, ...)."""
+"""Audit artifacts (rows files, and a running audit's plan and shard outputs) in a local
+folder or under any fsspec URL (S3, GCS, ...)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,31 @@ class ArtifactStore:
 
     def put(self, local_path: Path, key: str) -> str:
         """Copy `local_path` to `key` under the root; returns the stored file's URL."""
-        target = f"{self.root.rstrip('/')}/{key}"
-        parent = target.rsplit("/", 1)[0]
-        self.filesystem.makedirs(parent, exist_ok=True)
+        target = self._target(key)
         self.filesystem.put_file(str(local_path), target)
         return str(self.filesystem.unstrip_protocol(target))
+
+    def put_bytes(self, data: bytes, key: str) -> str:
+        """Store `data` as `key` under the root (replacing what was there); returns its URL."""
+        target = self._target(key)
+        self.filesystem.pipe_file(target, data)
+        return str(self.filesystem.unstrip_protocol(target))
+
+    def read_bytes(self, url: str) -> bytes:
+        filesystem, path = self._resolve(url)
+        data: bytes = filesystem.cat_file(path)
+        return data
+
+    def delete(self, url: str) -> None:
+        """Remove the stored file; nothing happens when it is not there."""
+        filesystem, path = self._resolve(url)
+        if filesystem.exists(path):
+            filesystem.rm_file(path)
+
+    def _target(self, key: str) -> str:
+        target = f"{self.root.rstrip('/')}/{key}"
+        self.filesystem.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        return target
 
     def _resolve(self, url: str) -> tuple[Any, str]:
         return fsspec.core.url_to_fs(url, **self.storage_options)

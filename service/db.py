@@ -8,17 +8,19 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import Engine, create_engine, event, make_url, update
+from sqlalchemy import Engine, create_engine, event, make_url, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.jobs import (
     DELIVER_CALLBACK_TASK,
     RUN_AUDIT_TASK,
+    RUN_SHARD_TASK,
+    PendingJob,
     discard_pending_jobs,
     has_pending_jobs,
     send_pending_jobs,
 )
-from service.models import Audit, utc_now
+from service.models import Audit, AuditShard, utc_now
 
 # An execution option: transactions on an engine carrying it only read (see `create_db_engine`).
 READ_ONLY = "trustdiff_read_only"
@@ -124,15 +126,27 @@ class Database:
         if failed:
             self._record_enqueue_failures(failed)
 
-    def _send_jobs(self, session: Session) -> list[tuple[str, str]]:
+    def _send_jobs(self, session: Session) -> list[PendingJob]:
         if self.celery_app is None:
             return []
         return send_pending_jobs(session, self.celery_app)
 
-    def _record_enqueue_failures(self, failed: list[tuple[str, str]]) -> None:
-        runs = [uuid.UUID(audit_id) for task, audit_id in failed if task == RUN_AUDIT_TASK]
+    def _record_enqueue_failures(self, failed: list[PendingJob]) -> None:
+        """Mark what was committed but never sent, for the sweep to send again at once."""
+        runs = [
+            audit for job in failed if job.task_name == RUN_AUDIT_TASK for audit in job.audit_ids
+        ]
         callbacks = [
-            uuid.UUID(audit_id) for task, audit_id in failed if task == DELIVER_CALLBACK_TASK
+            audit
+            for job in failed
+            if job.task_name == DELIVER_CALLBACK_TASK
+            for audit in job.audit_ids
+        ]
+        shards = [
+            (uuid.UUID(str(audit_id)), str(kind), int(index))
+            for job in failed
+            if job.task_name == RUN_SHARD_TASK
+            for audit_id, kind, index in job.calls
         ]
         with self.sessionmaker.begin() as session:
             if runs:
@@ -144,6 +158,15 @@ class Database:
                     update(Audit)
                     .where(Audit.id.in_(callbacks))
                     .values(callback_error="the callback could not be queued: broker unavailable")
+                )
+            if shards:
+                # No send time: the sweep sends these shards again on its next round.
+                session.execute(
+                    update(AuditShard)
+                    .where(
+                        tuple_(AuditShard.audit_id, AuditShard.kind, AuditShard.index).in_(shards)
+                    )
+                    .values(queued_at=None)
                 )
 
     def dispose(self) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from celery import Celery
+from celery import Celery, group
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
@@ -16,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 # Task names are the contract between the gateway (which only knows names) and the worker.
 RUN_AUDIT_TASK = "trustdiff.run_audit"
+RUN_SHARD_TASK = "trustdiff.run_shard"
 DELIVER_CALLBACK_TASK = "trustdiff.deliver_callback"
 
 _PENDING_KEY = "trustdiff_pending_jobs"
@@ -55,13 +58,38 @@ def build_celery_app(settings: Settings, *, include: list[str] | None = None) ->
     return app
 
 
+@dataclass(frozen=True)
+class PendingJob:
+    """Tasks to send once the transaction commits: `task_name` once per argument list, as
+    one Celery `group` when there are several (e.g. the shards of an audit's next stage)."""
+
+    task_name: str
+    calls: tuple[tuple[str | int, ...], ...]
+
+    @property
+    def audit_ids(self) -> list[uuid.UUID]:
+        return [uuid.UUID(str(call[0])) for call in self.calls]
+
+
 def enqueue_after_commit(session: Session, task_name: str, audit_id: uuid.UUID) -> None:
     """Send `task_name(audit_id)` once `session` has committed; dropped if it rolls back.
 
     Sending before the commit would let a fast worker read a row that does not exist yet (or
     never will); the task carries the id only and re-reads the row.
     """
-    session.info.setdefault(_PENDING_KEY, []).append((task_name, str(audit_id)))
+    enqueue_group_after_commit(session, task_name, [(str(audit_id),)])
+
+
+def enqueue_group_after_commit(
+    session: Session, task_name: str, calls: Sequence[tuple[str | int, ...]]
+) -> None:
+    """Send `task_name(*call)` for every call, as one group, once `session` has committed.
+
+    Each call's first argument is an audit id; the others identify what to do for it (a
+    shard's kind and index), never data: the task re-reads its rows.
+    """
+    if calls:
+        session.info.setdefault(_PENDING_KEY, []).append(PendingJob(task_name, tuple(calls)))
 
 
 def has_pending_jobs(session: Session) -> bool:
@@ -72,21 +100,36 @@ def discard_pending_jobs(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
 
 
-def send_pending_jobs(session: Session, celery_app: Celery) -> list[tuple[str, str]]:
+def send_pending_jobs(session: Session, celery_app: Celery) -> list[PendingJob]:
     """Publish the jobs recorded on `session` (after its commit); returns those that failed.
 
     A broker outage must not turn a committed request into an error: the caller records the
     failures so that the sweep can send them again.
     """
     failed = []
-    for task_name, audit_id in session.info.pop(_PENDING_KEY, []):
+    job: PendingJob
+    for job in session.info.pop(_PENDING_KEY, []):
+        audit_ids = ", ".join(sorted({str(audit_id) for audit_id in job.audit_ids}))
         try:
-            celery_app.send_task(task_name, args=[audit_id])
+            _send(celery_app, job)
         except Exception:
             logger.exception(
-                "could not enqueue %s(%s)", task_name, audit_id, extra={"audit_id": audit_id}
+                "could not enqueue %s(%s)", job.task_name, audit_ids, extra={"audit_id": audit_ids}
             )
-            failed.append((task_name, audit_id))
+            failed.append(job)
         else:
-            logger.info("enqueued %s(%s)", task_name, audit_id, extra={"audit_id": audit_id})
+            logger.info(
+                "enqueued %s(%s) x%d",
+                job.task_name,
+                audit_ids,
+                len(job.calls),
+                extra={"audit_id": audit_ids},
+            )
     return failed
+
+
+def _send(celery_app: Celery, job: PendingJob) -> None:
+    if len(job.calls) == 1:
+        celery_app.send_task(job.task_name, args=list(job.calls[0]))
+        return
+    group(celery_app.signature(job.task_name, args=list(call)) for call in job.calls).apply_async()

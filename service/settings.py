@@ -120,8 +120,18 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="A running audit silent this long has lost its worker."
     )
     sweep_interval_s: float = Field(default=30.0, gt=0)
+    # An audit runs as a plan, prediction shards, explanation blocks and a finaliser, spread
+    # over the workers (`service.shards`); the engine's defaults (`trustdiff.plan`).
+    shard_rows: int = Field(
+        default=100_000, ge=1, description="Dataset rows per prediction shard (whole chunks)."
+    )
+    block_instances: int = Field(
+        default=32, ge=1, description="Explained instances per explanation block (whole waves)."
+    )
     max_attempts: int = Field(
-        default=2, ge=1, description="Runs per audit, counting re-queues after a lost worker."
+        default=2,
+        ge=1,
+        description="Runs per audit (or per shard of one), counting re-runs after a lost worker.",
     )
 
     readiness_timeout_s: float = Field(default=2.0, gt=0)

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.jobs import DELIVER_CALLBACK_TASK, RUN_AUDIT_TASK, enqueue_after_commit
-from service.models import Audit, AuditStatus, utc_now
+from service.models import Audit, AuditShard, AuditStatus, ShardStatus, utc_now
 from service.problems import Conflict, NotFound
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,11 @@ def lock_audit(session: Session, audit_id: uuid.UUID) -> Audit | None:
     return session.execute(statement).scalar_one_or_none()
 
 
+def locked_running(session: Session, audit_id: uuid.UUID, action: str) -> Audit:
+    """The audit, locked, when it is running; `InvalidTransition` (or `NotFound`) otherwise."""
+    return _locked(session, audit_id, {AuditStatus.RUNNING}, action)
+
+
 def _locked(
     session: Session, audit_id: uuid.UUID, allowed: Collection[AuditStatus], action: str
 ) -> Audit:
@@ -67,7 +72,8 @@ def _locked(
     return audit
 
 
-def _finish(session: Session, audit: Audit, status: AuditStatus, now: datetime) -> None:
+def end(session: Session, audit: Audit, status: AuditStatus, now: datetime) -> None:
+    """Put the locked `audit` in the final `status` at `now`; its callback is queued."""
     audit.status = status
     audit.finished_at = now
     audit.heartbeat_at = None
@@ -107,7 +113,7 @@ def mark_succeeded(
     # The last heartbeat's stage (e.g. `explain 0/8`) would read as unfinished work.
     total = audit.progress_total or 0
     audit.progress_stage, audit.progress_done, audit.progress_total = "done", total, total
-    _finish(session, audit, AuditStatus.SUCCEEDED, utc_now())
+    end(session, audit, AuditStatus.SUCCEEDED, utc_now())
     return audit
 
 
@@ -116,14 +122,14 @@ def mark_failed(session: Session, audit_id: uuid.UUID, *, code: str, message: st
     audit = _locked(session, audit_id, {AuditStatus.RUNNING}, "fail")
     audit.error_code = code
     audit.error_message = message
-    _finish(session, audit, AuditStatus.FAILED, utc_now())
+    end(session, audit, AuditStatus.FAILED, utc_now())
     return audit
 
 
 def mark_cancelled(session: Session, audit_id: uuid.UUID) -> Audit:
     """running → cancelled, once the runner stopped at a batch boundary."""
     audit = _locked(session, audit_id, {AuditStatus.RUNNING}, "cancel")
-    _finish(session, audit, AuditStatus.CANCELLED, utc_now())
+    end(session, audit, AuditStatus.CANCELLED, utc_now())
     return audit
 
 
@@ -136,10 +142,36 @@ def request_cancel(session: Session, audit_id: uuid.UUID) -> Audit:
     audit = _locked(session, audit_id, allowed, "cancel")
     if audit.status == AuditStatus.QUEUED:
         audit.cancel_requested_at = utc_now()
-        _finish(session, audit, AuditStatus.CANCELLED, audit.cancel_requested_at)
-    elif audit.status == AuditStatus.RUNNING and audit.cancel_requested_at is None:
-        audit.cancel_requested_at = utc_now()
+        end(session, audit, AuditStatus.CANCELLED, audit.cancel_requested_at)
+    elif audit.status == AuditStatus.RUNNING:
+        if audit.cancel_requested_at is None:
+            audit.cancel_requested_at = utc_now()
+        end_cancelled_if_idle(session, audit)
     return audit
+
+
+def end_cancelled_if_idle(session: Session, audit: Audit) -> bool:
+    """For a locked running audit whose cancel was asked: revoke its queued and waiting shards
+    (a worker that takes one of their messages drops it unrun) and, once none of its shards
+    runs, end it cancelled. Returns whether it ended.
+
+    An audit still being planned has no shards: its planner stops at its next check instead.
+    """
+    session.execute(
+        update(AuditShard)
+        .where(
+            AuditShard.audit_id == audit.id,
+            AuditShard.status.in_([ShardStatus.QUEUED, ShardStatus.WAITING]),
+        )
+        .values(status=ShardStatus.CANCELLED, finished_at=utc_now())
+    )
+    statuses = set(
+        session.scalars(select(AuditShard.status).where(AuditShard.audit_id == audit.id)).all()
+    )
+    if not statuses or ShardStatus.RUNNING in statuses:
+        return False
+    end(session, audit, AuditStatus.CANCELLED, utc_now())
+    return True
 
 
 def record_heartbeat(session: Session, audit_id: uuid.UUID, progress: Progress | None) -> bool:
@@ -176,20 +208,28 @@ def recover_stale_audits(
     """Deal with audits whose worker died, and with jobs the broker refused or lost; returns
     their ids.
 
-    A running audit whose heartbeat is older than `heartbeat_timeout` lost its worker: it is
-    re-queued while it has attempts left, cancelled if a cancel was requested, else failed
-    with `worker_lost`. A queued audit is sent again when its enqueue failed, or when no
-    worker claimed it for `requeue_queued_after` (since it was queued or last sent): the
-    broker may have lost the message (a Redis restart without persistence, a flush, a
-    gateway killed between commit and send). A message sent twice is harmless: the second
-    finds the audit no longer queued and does nothing (`start_running` checks the state).
+    A running audit still being planned (no shards yet) whose heartbeat is older than
+    `heartbeat_timeout` lost its worker: it is re-queued while it has attempts left,
+    cancelled if a cancel was requested, else failed with `worker_lost` (a planned audit's
+    shards are recovered one by one: `service.shards.recover_stale_shards`). A queued audit
+    is sent again when its enqueue failed, or when no worker claimed it for
+    `requeue_queued_after` (since it was queued or last sent): the broker may have lost the
+    message (a Redis restart without persistence, a flush, a gateway killed between commit
+    and send). A message sent twice is harmless: the second finds the audit no longer queued
+    and does nothing (`start_running` checks the state).
     Rows another transaction holds are skipped (SKIP LOCKED), so concurrent sweeps never
     block each other.
     """
     now = utc_now()
+    planned = select(AuditShard.id).where(AuditShard.audit_id == Audit.id).exists()
     stale = session.scalars(
         select(Audit)
-        .where(Audit.status == AuditStatus.RUNNING, Audit.heartbeat_at < now - heartbeat_timeout)
+        .where(
+            Audit.status == AuditStatus.RUNNING,
+            Audit.heartbeat_at < now - heartbeat_timeout,
+            # A planned audit's steps are its shards, recovered one by one (`service.shards`).
+            ~planned,
+        )
         .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)
     ).all()
@@ -229,7 +269,7 @@ def _recover_lost_run(
     """running (worker lost) → cancelled if asked, else queued again, else failed."""
     silent_for = (now - audit.heartbeat_at).total_seconds() if audit.heartbeat_at else None
     if audit.cancel_requested_at is not None:
-        _finish(session, audit, AuditStatus.CANCELLED, now)
+        end(session, audit, AuditStatus.CANCELLED, now)
     elif audit.attempts < max_attempts:
         logger.warning(
             "audit %s: worker %s silent %ss, re-queued", audit.id, audit.worker, silent_for
@@ -247,4 +287,4 @@ def _recover_lost_run(
             f"{heartbeat_timeout.total_seconds():.0f}s) after {audit.attempts} attempt(s); "
             f"it may have run out of memory or been restarted"
         )
-        _finish(session, audit, AuditStatus.FAILED, now)
+        end(session, audit, AuditStatus.FAILED, now)

@@ -13,6 +13,7 @@ from service.db import Database
 from service.jobs import build_celery_app
 from service.serve import PARENT_PID_ENV
 from service.settings import Settings
+from trustdiff.runner_cache import RunnerCache
 from workers.runner import sweep_stale_audits
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,9 @@ class WorkerRuntime:
     """Everything a worker process holds for its lifetime, created once per process.
 
     The Celery app includes `task_modules`; the database sends the jobs the runner queues
-    (re-runs, callbacks) through that app. Tasks pass `database` and `settings` on to the
-    plain functions they wrap.
+    (re-runs, shards, callbacks) through that app. Tasks pass `database`, `settings` and
+    `runners` (the models loaded in this process, kept for the next shard of the same
+    audit) on to the plain functions they wrap.
     """
 
     def __init__(self, settings: Settings, *, task_modules: list[str]) -> None:
@@ -71,6 +73,8 @@ class WorkerRuntime:
         self.celery_app = build_celery_app(settings, include=task_modules)
         # Creating an engine opens no connection: the parent may build it before forking.
         self.database = Database(settings.database_url, self.celery_app)
+        # Reference, candidate and twin of the audit whose shards this process runs.
+        self.runners = RunnerCache(capacity=3)
         self._sweeper: Sweeper | None = None
 
     def after_fork(self) -> None:

@@ -6,10 +6,11 @@ from celery import Task
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from service.jobs import DELIVER_CALLBACK_TASK, RUN_AUDIT_TASK
+from service.jobs import DELIVER_CALLBACK_TASK, RUN_AUDIT_TASK, RUN_SHARD_TASK
 from workers.callbacks import CallbackDeliveryError, deliver_callback, record_callback_failure
 from workers.celery_app import app, runtime
 from workers.runner import run_audit_job
+from workers.shard_runner import run_shard_job
 
 # A database or broker that blips: retrying later is right. Anything else is the audit's own
 # failure, which the runner has already recorded on the row.
@@ -30,7 +31,32 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerOperationalError)
     time_limit=runtime.settings.task_time_limit_s,
 )
 def run_audit(audit_id: str) -> None:
-    run_audit_job(audit_id, database=runtime.database, settings=runtime.settings)
+    """Plan the audit and send its prediction shards (or run a small audit here)."""
+    run_audit_job(
+        audit_id, database=runtime.database, settings=runtime.settings, runners=runtime.runners
+    )
+
+
+@app.task(
+    name=RUN_SHARD_TASK,
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    max_retries=5,
+    soft_time_limit=runtime.settings.task_soft_time_limit_s,
+    time_limit=runtime.settings.task_time_limit_s,
+)
+def run_shard(audit_id: str, kind: str, index: int) -> None:
+    """One prediction shard, explanation block or finaliser of a planned audit."""
+    run_shard_job(
+        audit_id,
+        kind,
+        index,
+        database=runtime.database,
+        settings=runtime.settings,
+        runners=runtime.runners,
+    )
 
 
 @app.task(

@@ -104,6 +104,9 @@ def service_env(
         "TRUSTDIFF_CALLBACK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
         "TRUSTDIFF_CALLBACK_BACKOFF_S": "0.2",
         "TRUSTDIFF_CALLBACK_MAX_ATTEMPTS": "4",
+        # Audits of more than 4 explained instances or 512 rows run as several shards.
+        "TRUSTDIFF_SHARD_ROWS": "512",
+        "TRUSTDIFF_BLOCK_INSTANCES": "4",
         "TRUSTDIFF_HEARTBEAT_INTERVAL_S": "0.3",
         "TRUSTDIFF_HEARTBEAT_TIMEOUT_S": "60",
         # Tests call the sweep themselves; the worker's own sweep would race them.

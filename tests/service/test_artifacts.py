@@ -78,3 +78,19 @@ def test_rows_stored_in_s3_are_read_a_page_at_a_time(
     assert [item["index"] for item in page.items] == [30, 31, 32, 33, 34]
     assert page.next_position == 35
     assert reader.size(url) == rows_file.stat().st_size
+
+
+def test_bytes_are_stored_read_back_and_deleted_by_url(
+    tmp_path: Path, s3_options: dict[str, Any]
+) -> None:
+    for store in (
+        ArtifactStore(str(tmp_path / "artifacts")),
+        ArtifactStore("s3://audits/trustdiff", s3_options),
+    ):
+        url = store.put_bytes(b"shard output", "audits/a1/shards/predict-0.npz")
+        assert store.read_bytes(url) == b"shard output"
+        store.put_bytes(b"again", "audits/a1/shards/predict-0.npz")
+        assert store.read_bytes(url) == b"again"
+        store.delete(url)
+        assert not store.exists(url)
+        store.delete(url)  # gone already: nothing to do

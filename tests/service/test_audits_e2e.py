@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 import time
+import uuid
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from service.db import Database
-from service.models import Audit
+from service.models import Audit, AuditShard
 from service.settings import Settings
 from tests.conftest import TinyAssets
 from tests.service.callback_server import CallbackServer
@@ -206,7 +207,7 @@ def test_checkpoints_that_fail_to_load_report_their_error(
 
 
 def test_cancelling_a_running_audit_stops_it_at_a_batch_boundary(
-    live_client: TestClient, auth: dict[str, str]
+    live_client: TestClient, auth: dict[str, str], database: Database
 ) -> None:
     slow = audit_body(
         candidate={"path": "perturbed"},
@@ -223,5 +224,12 @@ def test_cancelling_a_running_audit_stops_it_at_a_batch_boundary(
     assert audit["status"] == "cancelled", audit
     assert time.monotonic() - started < 30
     assert live_client.get(f"/v1/audits/{audit_id}/result", headers=auth).status_code == 409
+    # Its queued shards were revoked and its running ones stopped: none is left to run.
+    with database.read_transaction() as session:
+        statuses = session.scalars(
+            select(AuditShard.status).where(AuditShard.audit_id == uuid.UUID(audit_id))
+        ).all()
+    assert statuses and set(statuses) <= {"done", "cancelled"}
+    assert "cancelled" in statuses
     # Cancelling again is a no-op.
     assert live_client.post(f"/v1/audits/{audit_id}/cancel", headers=auth).status_code == 200

@@ -7,6 +7,7 @@ import http.client
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -63,6 +64,8 @@ def embedded_env(tmp_path: Path, tiny_assets: TinyAssets) -> dict[str, str]:
         TRUSTDIFF_HOME=str(tmp_path / "home"),
         TRUSTDIFF_MODEL_ROOT=str(model_root),
         TRUSTDIFF_DATA_ROOT=str(data_root),
+        # Blocks of 4 instances: the audit below runs as shards on the one worker.
+        TRUSTDIFF_BLOCK_INSTANCES="4",
     )
     return env
 
@@ -109,7 +112,12 @@ def test_serve_alone_runs_an_audit_end_to_end_and_stops_cleanly(
                 "reference": {"path": "reference"},
                 "candidate": {"path": "reference", "transform": "int8-dynamic"},
                 "dataset": {"id": upload.json()["id"]},
-                "explain": {"instances": 0},
+                "explain": {
+                    "instances": 8,
+                    "methods": ["lime"],
+                    "lime_samples": 30,
+                    "top_k": 3,
+                },
                 "calibration": {"n_bootstrap": 50},
                 "seed": 0,
             }
@@ -123,7 +131,20 @@ def test_serve_alone_runs_an_audit_end_to_end_and_stops_cleanly(
             assert audit["status"] == "succeeded", f"{audit}\n{log_path.read_text()}"
             gate = api.get(f"{location}/gate").json()
             assert gate["passed"] is audit["passed"]
-            assert api.get(f"{location}/result").json()["manifest"]["dataset"]["rows"] == 48
+            result = api.get(f"{location}/result").json()
+            assert result["manifest"]["dataset"]["rows"] == 48
+            assert len(result["instances"]) == 8
+        # Its prediction shard, two explanation blocks and finaliser ran on the one worker.
+        with sqlite3.connect(home / "trustdiff.sqlite") as database:
+            shards = database.execute(
+                'SELECT kind, status, attempts FROM audit_shards ORDER BY kind, "index"'
+            ).fetchall()
+        assert shards == [
+            ("explain", "done", 1),
+            ("explain", "done", 1),
+            ("finalise", "done", 1),
+            ("predict", "done", 1),
+        ]
         # An idle keep-alive connection outlives the 5 s clients keep theirs, so reusing one
         # never races the server closing it.
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

@@ -17,7 +17,7 @@ from service import transitions
 from service.audits import create_audit
 from service.auth import create_api_key
 from service.db import Database
-from service.models import Audit, AuditStatus, Tenant, utc_now
+from service.models import Audit, AuditShard, AuditStatus, Tenant, utc_now
 from service.schemas import AuditCreate
 from service.settings import Settings
 from service.transitions import InvalidTransition
@@ -60,6 +60,12 @@ def load(database: Database, audit_id: uuid.UUID) -> Audit:
         return audit
 
 
+def shard_statuses(database: Database, audit_id: uuid.UUID) -> dict[tuple[str, int], str]:
+    with database.transaction() as session:
+        rows = session.scalars(select(AuditShard).where(AuditShard.audit_id == audit_id)).all()
+        return {(row.kind.value, row.index): row.status.value for row in rows}
+
+
 def make_running(
     database: Database, audit_id: uuid.UUID, *, silent_for_s: float, **values: Any
 ) -> None:
@@ -91,15 +97,19 @@ def test_runner_completes_a_queued_audit_once(
     assert run_audit_job(uuid.uuid4(), database=parked_database, settings=parked_settings) is None
 
 
+@pytest.mark.parametrize("step", ["plan_audit", "predict_shard", "finish_audit"])
 def test_runner_turns_unexpected_errors_into_a_generic_failure(
-    parked_database: Database, parked_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    parked_database: Database,
+    parked_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    step: str,
 ) -> None:
     import trustdiff.audit
 
     def explode(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(trustdiff.audit, "run_audit", explode)
+    monkeypatch.setattr(trustdiff.audit, step, explode)
     audit_id = submit(parked_database, parked_settings)
     assert run_audit_job(audit_id, database=parked_database, settings=parked_settings) == "failed"
     audit = load(parked_database, audit_id)
@@ -117,8 +127,8 @@ def test_runner_reports_progress_and_stops_when_cancel_is_requested(
     stages_seen: list[str] = []
 
     def slow_engine(*_args: Any, progress: Any, should_cancel: Any, **_kwargs: Any) -> None:
-        # Stands in for the engine's batch loop: reports progress, polls for cancellation.
-        for done in range(600):
+        # Stands in for a prediction shard's batch loop: reports progress, polls for cancel.
+        for done in range(1, 600):
             progress("predict", done, 600)
             stages_seen.append("predict")
             if should_cancel():
@@ -126,7 +136,7 @@ def test_runner_reports_progress_and_stops_when_cancel_is_requested(
             time.sleep(0.05)
         raise AssertionError("never cancelled")
 
-    monkeypatch.setattr(trustdiff.audit, "run_audit", slow_engine)
+    monkeypatch.setattr(trustdiff.audit, "predict_shard", slow_engine)
     audit_id = submit(parked_database, parked_settings)
     outcome: list[str | None] = []
     runner = threading.Thread(
@@ -141,11 +151,17 @@ def test_runner_reports_progress_and_stops_when_cancel_is_requested(
         time.sleep(0.1)
     audit = load(parked_database, audit_id)
     assert audit.status == AuditStatus.RUNNING and audit.progress_stage == "predict"
+    assert audit.progress_total == 48
     with parked_database.transaction() as session:
         transitions.request_cancel(session, audit_id)
     runner.join(15)
     assert outcome == ["cancelled"]
     assert load(parked_database, audit_id).status == AuditStatus.CANCELLED
+    assert shard_statuses(parked_database, audit_id) == {
+        ("predict", 0): "cancelled",
+        ("explain", 0): "cancelled",
+        ("finalise", 0): "cancelled",
+    }
 
 
 def test_transitions_check_the_previous_state(
@@ -276,7 +292,7 @@ def test_a_result_the_database_refuses_is_retried_then_kept_as_an_artifact(
 ) -> None:
     import json
 
-    import workers.runner
+    import workers.shard_runner
 
     settings = parked_settings.model_copy(
         update={
@@ -285,7 +301,7 @@ def test_a_result_the_database_refuses_is_retried_then_kept_as_an_artifact(
             "result_store_backoff_s": 0.01,
         }
     )
-    real_document = workers.runner._result_document
+    real_document = workers.shard_runner.result_document
 
     def with_nul(result: Any) -> dict[str, Any]:
         # Postgres JSONB cannot hold U+0000: a real, persistent storage error.
@@ -300,7 +316,7 @@ def test_a_result_the_database_refuses_is_retried_then_kept_as_an_artifact(
         attempts.append(1)
         return real_mark_succeeded(*args, **kwargs)
 
-    monkeypatch.setattr(workers.runner, "_result_document", with_nul)
+    monkeypatch.setattr(workers.shard_runner, "result_document", with_nul)
     monkeypatch.setattr(transitions, "mark_succeeded", counted)
     audit_id = submit(parked_database, settings, explain={"instances": 0})
     assert run_audit_job(audit_id, database=parked_database, settings=settings) == "failed"
@@ -329,7 +345,7 @@ def test_an_audit_past_its_soft_time_limit_fails_with_a_clear_code(
             time.sleep(0.05)
         raise AuditCancelledError("stopped at a batch boundary")
 
-    monkeypatch.setattr(trustdiff.audit, "run_audit", endless_engine)
+    monkeypatch.setattr(trustdiff.audit, "predict_shard", endless_engine)
     settings = parked_settings.model_copy(update={"task_soft_time_limit_s": 0.5})
     audit_id = submit(parked_database, settings)
     assert run_audit_job(audit_id, database=parked_database, settings=settings) == "failed"

@@ -32,3 +32,11 @@ def test_defaults_nest_and_a_visibility_timeout_below_the_hard_limit_is_refused(
     )
     with pytest.raises(ValidationError, match="broker_visibility_timeout_s"):
         Settings(task_time_limit_s=600, broker_visibility_timeout_s=300, task_soft_time_limit_s=60)
+
+
+def test_shard_sizes_default_to_the_engines() -> None:
+    from trustdiff.plan import DEFAULT_BLOCK_INSTANCES, DEFAULT_SHARD_ROWS
+
+    fields = Settings.model_fields
+    assert fields["shard_rows"].default == DEFAULT_SHARD_ROWS
+    assert fields["block_instances"].default == DEFAULT_BLOCK_INSTANCES
