@@ -22,7 +22,7 @@ from service.settings import Settings
 from trustdiff.cache import AuditCache
 from trustdiff.config import AuditConfig
 from trustdiff.errors import AuditCancelledError, TrustdiffError
-from workers.audit_artifacts import delete_shard_artifacts, plan_key
+from workers.audit_artifacts import delete_shard_artifacts, ended_with_shard_artifacts, plan_key
 from workers.heartbeat import Heartbeat
 from workers.identity import worker_name
 from workers.outcomes import (
@@ -198,7 +198,7 @@ def _start(
 
 def sweep_stale_audits(*, database: Database, settings: Settings) -> list[uuid.UUID]:
     """Re-queue or fail audits whose worker died, re-send shards whose worker died, re-send
-    jobs the broker refused or lost; the plan and shard outputs of audits it ended go."""
+    jobs the broker refused or lost; the plan and shard outputs of ended audits go."""
     heartbeat_timeout = timedelta(seconds=settings.heartbeat_timeout_s)
     requeue_queued_after = timedelta(seconds=settings.requeue_queued_after_s)
     with database.transaction() as session:
@@ -214,7 +214,7 @@ def sweep_stale_audits(*, database: Database, settings: Settings) -> list[uuid.U
             max_attempts=settings.max_attempts,
             requeue_queued_after=requeue_queued_after,
         )
-    for audit_id in touched_by_shards:
+    for audit_id in dict.fromkeys([*touched_by_shards, *ended_with_shard_artifacts(database)]):
         delete_shard_artifacts(database, settings, audit_id)
     touched = list(dict.fromkeys([*touched, *touched_by_shards]))
     if touched:

@@ -206,6 +206,11 @@ def test_checkpoints_that_fail_to_load_report_their_error(
     assert "Traceback" not in audit["error"]["message"]
 
 
+def _progress_stage(client: TestClient, audit_id: str, auth: dict[str, str]) -> str | None:
+    progress = client.get(f"/v1/audits/{audit_id}", headers=auth).json()["progress"]
+    return None if progress is None else str(progress["stage"])
+
+
 def test_cancelling_a_running_audit_stops_it_at_a_batch_boundary(
     live_client: TestClient, auth: dict[str, str], database: Database
 ) -> None:
@@ -215,7 +220,11 @@ def test_cancelling_a_running_audit_stops_it_at_a_batch_boundary(
         batch_size=4,
     )
     audit_id = live_client.post("/v1/audits", json=slow, headers=auth).json()["id"]
-    wait_for_status(live_client, audit_id, auth, {"running"} | FINAL)
+    # Planned, in blocks of 4 (TRUSTDIFF_BLOCK_INSTANCES): one explaining, the others queued.
+    deadline = time.monotonic() + 120
+    while _progress_stage(live_client, audit_id, auth) != "explain":
+        assert time.monotonic() < deadline, "the audit never reached its explanation blocks"
+        time.sleep(0.1)
     response = live_client.post(f"/v1/audits/{audit_id}/cancel", headers=auth)
     assert response.status_code == 202, response.text
     assert response.json()["cancel_requested"] is True

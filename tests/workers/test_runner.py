@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import undefer
 
 from service import transitions
@@ -376,3 +376,112 @@ def test_a_second_candidate_reuses_the_reference_predictions_and_stores_rows(
     audit = load(parked_database, second)
     assert audit.rows_url is not None
     assert ArtifactStore.from_settings(settings).exists(audit.rows_url)
+
+
+def shard_messages(settings: Settings, redis_url: str) -> list[tuple[str, str, int]]:
+    """(audit id, kind, index) of the run-shard messages waiting on the parked queue."""
+    import ast
+    import json
+
+    client = redis.Redis.from_url(redis_url)
+    raw = client.lrange(settings.queue, 0, -1)
+    client.delete(settings.queue)
+    messages = [json.loads(item)["headers"] for item in reversed(raw)]
+    return [
+        tuple(ast.literal_eval(message["argsrepr"]))
+        for message in messages
+        if message["task"] == "trustdiff.run_shard"
+    ]
+
+
+def test_sweep_sends_a_silent_shard_again_then_fails_its_audit(
+    parked_database: Database, parked_settings: Settings, redis_url: str
+) -> None:
+    from service import shards
+    from service.models import ShardKind
+    from service.shards import ShardRef
+
+    # Eight instances in blocks of 4 (TRUSTDIFF_BLOCK_INSTANCES): planned, not run here.
+    audit_id = submit(parked_database, parked_settings, explain={"instances": 8, "top_k": 3})
+    queued_messages(parked_settings, redis_url)
+    status = run_audit_job(audit_id, database=parked_database, settings=parked_settings)
+    assert status == AuditStatus.RUNNING
+    assert shard_messages(parked_settings, redis_url) == [(str(audit_id), "predict", 0)]
+    predict = ShardRef(audit_id, ShardKind.PREDICT, 0)
+    timeout = parked_settings.heartbeat_timeout_s
+
+    def run_silently(worker: str) -> None:
+        with parked_database.transaction() as session:
+            assert shards.claim_shard(session, predict, worker=worker) is not None
+        silent_since = utc_now() - timedelta(seconds=timeout + 5)
+        with parked_database.transaction() as session:
+            session.execute(
+                update(AuditShard)
+                .where(AuditShard.audit_id == audit_id, AuditShard.kind == "predict")
+                .values(heartbeat_at=silent_since)
+            )
+            session.execute(
+                update(Audit).where(Audit.id == audit_id).values(heartbeat_at=silent_since)
+            )
+
+    run_silently("gone:1")
+    # A planned audit's own heartbeat goes stale too: the sweep leaves it to its shards.
+    assert sweep_stale_audits(database=parked_database, settings=parked_settings) == [audit_id]
+    assert shard_messages(parked_settings, redis_url) == [(str(audit_id), "predict", 0)]
+    assert shard_statuses(parked_database, audit_id)[("predict", 0)] == "queued"
+    assert load(parked_database, audit_id).status == AuditStatus.RUNNING
+
+    # Its second worker dies too: with max_attempts=2 spent, the audit fails.
+    run_silently("gone:2")
+    assert sweep_stale_audits(database=parked_database, settings=parked_settings) == [audit_id]
+    audit = load(parked_database, audit_id)
+    assert audit.status == AuditStatus.FAILED and audit.error_code == "worker_lost"
+    assert "predict shard 0" in (audit.error_message or "")
+    assert shard_statuses(parked_database, audit_id) == {
+        ("predict", 0): "failed",
+        ("explain", 0): "cancelled",
+        ("explain", 1): "cancelled",
+        ("finalise", 0): "cancelled",
+    }
+    assert shard_messages(parked_settings, redis_url) == []
+    # Its plan went with it.
+    assert audit.plan_url is None
+
+
+def test_sweep_sends_a_shard_whose_message_was_lost(
+    parked_database: Database, parked_settings: Settings, redis_url: str
+) -> None:
+    audit_id = submit(parked_database, parked_settings, explain={"instances": 8, "top_k": 3})
+    queued_messages(parked_settings, redis_url)
+    run_audit_job(audit_id, database=parked_database, settings=parked_settings)
+    # The broker loses the shard's message.
+    assert shard_messages(parked_settings, redis_url) == [(str(audit_id), "predict", 0)]
+    assert sweep_stale_audits(database=parked_database, settings=parked_settings) == []
+    with parked_database.transaction() as session:
+        session.execute(
+            update(AuditShard)
+            .where(AuditShard.audit_id == audit_id)
+            .values(queued_at=utc_now() - timedelta(seconds=parked_settings.requeue_queued_after_s))
+        )
+    assert sweep_stale_audits(database=parked_database, settings=parked_settings) == [audit_id]
+    assert shard_messages(parked_settings, redis_url) == [(str(audit_id), "predict", 0)]
+    # A copy of a message for a shard already running (or done) does nothing.
+    from workers.shard_runner import run_shard_job
+
+    with parked_database.transaction() as session:
+        session.execute(
+            update(AuditShard)
+            .where(AuditShard.audit_id == audit_id, AuditShard.kind == "predict")
+            .values(status="done")
+        )
+    assert (
+        run_shard_job(
+            audit_id,
+            "predict",
+            0,
+            database=parked_database,
+            settings=parked_settings,
+            runners=None,  # type: ignore[arg-type]  (never reached)
+        )
+        == []
+    )
