@@ -219,21 +219,14 @@ def _explanations(
     if not results:
         return {}, {}
     from trustdiff.explain.faithfulness import with_faithfulness
-    from trustdiff.explain.runner import align_explained, targets_by_row
+    from trustdiff.explain.runner import align_explained
 
     config, dataset = plan.config, validated.dataset
     indices = plan.explained
     alignment, explanations = align_explained(
         dataset.inputs,
         results,
-        targets=targets_by_row(
-            indices,
-            probabilities.reference,
-            probabilities.candidate,
-            probabilities.twin,
-            dataset.labels,
-            config.explain,
-        ),
+        targets=probabilities.targets(indices, dataset.labels, config.explain),
         settings=config.explain,
         labels=validated.labels,
         seed=config.seed,

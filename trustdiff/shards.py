@@ -28,6 +28,7 @@ from trustdiff.stages import CancelCheck, ProgressCallback, Stages
 from trustdiff.validation import ValidatedAudit
 
 if TYPE_CHECKING:
+    from trustdiff.config import ExplainSettings
     from trustdiff.datasets import TextInput
     from trustdiff.explain.faithfulness import FaithfulnessByRow
     from trustdiff.inference import BatchingEvaluator, ModelRunner
@@ -105,6 +106,14 @@ class Probabilities:
 
         twin = joined("twin") if plan.load_twin else None
         return cls(reference=joined("reference"), candidate=joined("candidate"), twin=twin)
+
+    def targets(
+        self, indices: Sequence[int], gold: Sequence[int], settings: ExplainSettings
+    ) -> dict[int, tuple[int, int, int | None]]:
+        """The (reference, candidate, twin) class explained at each row of `indices`."""
+        from trustdiff.explain.runner import targets_by_row
+
+        return targets_by_row(indices, self.reference, self.candidate, self.twin, gold, settings)
 
 
 @dataclass(frozen=True)
@@ -219,7 +228,7 @@ def explain_block(
     `progress("explain", done, total)` counts this block's instances.
     """
     from trustdiff.explain.faithfulness import faithfulness_of_rows
-    from trustdiff.explain.runner import explain_rows, targets_by_row
+    from trustdiff.explain.runner import explain_rows
 
     stages = Stages(progress, should_cancel)
     indices = plan.blocks[index]
@@ -228,14 +237,7 @@ def explain_block(
     loaded = _load(plan, validated, runners, stages)
     evaluator = _evaluator(validated, loaded, stages)
     inputs = dataset.inputs
-    targets = targets_by_row(
-        indices,
-        probabilities.reference,
-        probabilities.candidate,
-        probabilities.twin,
-        dataset.labels,
-        config.explain,
-    )
+    targets = probabilities.targets(indices, dataset.labels, config.explain)
     with stages.stage("explain", total=len(indices)):
         results = explain_rows(
             evaluator,

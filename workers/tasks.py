@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Task
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -17,19 +19,22 @@ from workers.shard_runner import run_shard_job
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerOperationalError)
 
 
-@app.task(
-    name=RUN_AUDIT_TASK,
-    acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=120,
-    max_retries=5,
-    # Enforced by the prefork pool: SoftTimeLimitExceeded inside the run (the runner fails
-    # the audit `time_limit_exceeded`), then the process is killed. The runner also checks
-    # the soft limit itself at every batch boundary, which works under every pool.
-    soft_time_limit=runtime.settings.task_soft_time_limit_s,
-    time_limit=runtime.settings.task_time_limit_s,
-)
+# The planning task and the shard tasks alike: redelivered when a worker dies mid-run, retried
+# when the database or broker blips. The time limits are enforced by the prefork pool
+# (SoftTimeLimitExceeded inside the run fails the audit `time_limit_exceeded`, then the process
+# is killed); the runners also check the soft limit at every batch boundary, under every pool.
+AUDIT_TASK_OPTIONS: dict[str, Any] = {
+    "acks_late": True,
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "max_retries": 5,
+    "soft_time_limit": runtime.settings.task_soft_time_limit_s,
+    "time_limit": runtime.settings.task_time_limit_s,
+}
+
+
+@app.task(name=RUN_AUDIT_TASK, **AUDIT_TASK_OPTIONS)
 def run_audit(audit_id: str) -> None:
     """Plan the audit and send its prediction shards (or run a small audit here)."""
     run_audit_job(
@@ -37,16 +42,7 @@ def run_audit(audit_id: str) -> None:
     )
 
 
-@app.task(
-    name=RUN_SHARD_TASK,
-    acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=120,
-    max_retries=5,
-    soft_time_limit=runtime.settings.task_soft_time_limit_s,
-    time_limit=runtime.settings.task_time_limit_s,
-)
+@app.task(name=RUN_SHARD_TASK, **AUDIT_TASK_OPTIONS)
 def run_shard(audit_id: str, kind: str, index: int) -> None:
     """One prediction shard, explanation block or finaliser of a planned audit."""
     run_shard_job(
