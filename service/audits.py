@@ -14,12 +14,13 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from service import transitions
+from service.auth import TenantRef
 from service.callback_urls import ForbiddenCallback, check_callback_url
 from service.jobs import RUN_AUDIT_TASK, enqueue_after_commit
-from service.models import Audit, AuditStatus, Dataset, Tenant
+from service.models import Audit, AuditStatus, Dataset
 from service.problems import Conflict, UnprocessableContent, engine_problem, redacted
 from service.quotas import check_concurrent_audits, check_work_quotas, refuse_over_quota
 from service.schemas import AuditCreate
@@ -36,7 +37,7 @@ def canonical_sha256(document: Any) -> str:
 
 
 def _engine_config(
-    session: Session, tenant: Tenant, body: AuditCreate
+    session: Session, tenant: TenantRef, body: AuditCreate
 ) -> tuple[AuditConfig, str, uuid.UUID | None]:
     """The engine's AuditConfig for `body`, which root its dataset path is under, the upload."""
     dataset_id = None
@@ -69,7 +70,7 @@ def _engine_config(
 
 
 def _validate_before_queueing(
-    config: AuditConfig, dataset_root: str, tenant: Tenant, settings: Settings
+    config: AuditConfig, dataset_root: str, tenant: TenantRef, settings: Settings
 ) -> None:
     """The engine's cheap checks: paths inside the tenant's roots, checkpoints and dataset
     readable. Engine errors become problems naming the tenant's roots, not this machine's
@@ -108,7 +109,7 @@ def _validate_before_queueing(
         raise problem from error
 
 
-def _find_idempotent(session: Session, tenant: Tenant, key: str) -> Audit | None:
+def _find_idempotent(session: Session, tenant: TenantRef, key: str) -> Audit | None:
     return session.scalars(
         select(Audit).where(Audit.tenant_id == tenant.id, Audit.idempotency_key == key)
     ).one_or_none()
@@ -126,7 +127,7 @@ def _replay(existing: Audit, request_sha256: str) -> Audit:
 
 def create_audit(
     session: Session,
-    tenant: Tenant,
+    tenant: TenantRef,
     body: AuditCreate,
     *,
     idempotency_key: str | None,
@@ -179,7 +180,7 @@ def create_audit(
     return audit, True
 
 
-def _insert_unless_raced(session: Session, tenant: Tenant, audit: Audit) -> Audit | None:
+def _insert_unless_raced(session: Session, tenant: TenantRef, audit: Audit) -> Audit | None:
     """Insert `audit`; None, or the audit a concurrent request with the same key inserted."""
     try:
         # A savepoint: losing the race to a concurrent request with the same key must leave
@@ -222,7 +223,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 def list_audits(
     session: Session,
-    tenant: Tenant,
+    tenant: TenantRef,
     *,
     status: list[AuditStatus] | None,
     limit: int,
@@ -232,7 +233,7 @@ def list_audits(
 
     Keyset pagination on (created_at, id): pages stay stable while new audits arrive.
     """
-    statement = select(Audit).where(Audit.tenant_id == tenant.id)
+    statement = select(Audit).where(Audit.tenant_id == tenant.id).options(defer(Audit.config))
     if status:
         statement = statement.where(Audit.status.in_(status))
     if cursor is not None:

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from service.db import Database
 from service.models import ApiKey, Tenant, utc_now
 
+logger = logging.getLogger(__name__)
+
 TOKEN_PREFIX = "td_"
+# What a request without a usable key is told (401).
+MISSING_KEY = "missing API key: send `Authorization: Bearer <key>`"
+INVALID_KEY = "invalid, revoked or expired API key"
 
 
 def hash_token(token: str) -> str:
@@ -64,29 +72,69 @@ def create_api_key(
     return api_key, token
 
 
-def usable_key(session: Session, token: str) -> ApiKey | None:
-    """The unrevoked, unexpired key with this token, or None."""
-    statement = select(ApiKey).where(
-        ApiKey.token_sha256 == hash_token(token),
-        ApiKey.revoked_at.is_(None),
-        or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > utc_now()),
+@dataclass(frozen=True, slots=True)
+class TenantRef:
+    """The tenant a request acts for, as its API key names it: all the routes need of it."""
+
+    id: uuid.UUID
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyMatch:
+    """An unrevoked, unexpired key that a token matched, with its tenant."""
+
+    key_id: uuid.UUID
+    last_used_at: datetime | None
+    tenant: TenantRef
+
+    @property
+    def needs_use_recorded(self) -> bool:
+        return self.last_used_at is None or utc_now() - self.last_used_at >= LAST_USE_RESOLUTION
+
+
+def match_key(session: Session, token: str) -> KeyMatch | None:
+    """The unrevoked, unexpired key with this token and its tenant (one query), or None."""
+    statement = (
+        select(ApiKey.id, ApiKey.last_used_at, Tenant.id, Tenant.name)
+        .join(Tenant, ApiKey.tenant_id == Tenant.id)
+        .where(
+            ApiKey.token_sha256 == hash_token(token),
+            ApiKey.revoked_at.is_(None),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > utc_now()),
+        )
     )
-    return session.scalars(statement).one_or_none()
-
-
-def tenant_for_token(session: Session, token: str) -> Tenant | None:
-    """The tenant owning an unrevoked, unexpired key with this token, or None."""
-    api_key = usable_key(session, token)
-    return api_key.tenant if api_key is not None else None
-
-
-def needs_use_recorded(api_key: ApiKey) -> bool:
-    return api_key.last_used_at is None or utc_now() - api_key.last_used_at >= LAST_USE_RESOLUTION
+    row = session.execute(statement).one_or_none()
+    if row is None:
+        return None
+    key_id, last_used_at, tenant_id, tenant_name = row
+    return KeyMatch(key_id, last_used_at, TenantRef(tenant_id, tenant_name))
 
 
 def record_key_use(session: Session, key_id: uuid.UUID) -> None:
     """Set the key's last use to now (a short write of its own, not the request's)."""
     session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utc_now()))
+
+
+def record_use_if_due(database: Database, match: KeyMatch) -> None:
+    """Record the key's use when the last record is older than `LAST_USE_RESOLUTION`."""
+    if not match.needs_use_recorded:
+        return
+    try:
+        with database.transaction() as session:
+            record_key_use(session, match.key_id)
+    except Exception:
+        # Bookkeeping only: a busy database must not turn a valid key away.
+        logger.warning("could not record the use of API key %s", match.key_id, exc_info=True)
+
+
+def authenticate(database: Database, token: str) -> KeyMatch | None:
+    """The usable key this token matches (its use recorded when due), or None."""
+    with database.read_transaction() as session:
+        match = match_key(session, token)
+    if match is not None:
+        record_use_if_due(database, match)
+    return match
 
 
 def list_api_keys(session: Session, tenant_name: str | None = None) -> list[tuple[ApiKey, str]]:

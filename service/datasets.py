@@ -11,7 +11,8 @@ from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
-from service.models import Dataset, Tenant
+from service.auth import TenantRef
+from service.models import Dataset
 from service.problems import PayloadTooLarge, UnprocessableContent
 from service.quotas import refuse_over_quota
 from service.settings import Settings
@@ -50,7 +51,7 @@ def display_name(filename: str | None) -> str:
 
 def store_dataset(
     session: Session,
-    tenant: Tenant,
+    tenant: TenantRef,
     source: BinaryIO,
     *,
     filename: str,

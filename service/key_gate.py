@@ -8,11 +8,16 @@ import anyio
 from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.auth import needs_use_recorded, record_key_use, usable_key
+from service.auth import INVALID_KEY, MISSING_KEY, authenticate
 from service.db import Database
 from service.problems import DATABASE_UNAVAILABLE, overloaded_response, problem_response
 
 logger = logging.getLogger(__name__)
+
+# Where the gate leaves the caller's tenant in the request's state.
+TENANT_STATE = "tenant"
+# Requests that carry no body the routes read: the gate leaves their key to the route.
+BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -29,8 +34,9 @@ class ApiKeyGate:
 
     It runs before the route, so an unauthenticated 48 MiB upload is answered (and its
     connection closed) without a byte of the body being read. A key's last use is recorded
-    here too, at most once a minute, in a short write of its own. The routes still resolve
-    the tenant from the key (`get_current_tenant`).
+    here too, at most once a minute, in a short write of its own. The key's tenant goes into
+    the request's state, where the routes find it (`get_current_tenant`). Requests without
+    a key are refused here whatever their method; a GET's key is checked by its route.
     """
 
     def __init__(
@@ -52,12 +58,15 @@ class ApiKeyGate:
             return
         token = bearer_token(scope)
         if token is None:
-            await self._refuse(
-                "missing API key: send `Authorization: Bearer <key>`", scope, receive, send
-            )
+            await self._refuse(MISSING_KEY, scope, receive, send)
+            return
+        if scope["method"] in BODILESS_METHODS:
+            # No body to protect: the route checks the key, in the same hand-off to the
+            # thread pool as its own reads (see `service.api.deps`).
+            await self.app(scope, receive, send)
             return
         try:
-            accepted = await anyio.to_thread.run_sync(self._accept, token)
+            match = await anyio.to_thread.run_sync(authenticate, self.database, token)
         except OperationalError as error:
             # As the routes answer it (see `service.problems`): transient, 503, host unsaid.
             logger.warning("database unavailable: %s", error.orig or error)
@@ -68,25 +77,12 @@ class ApiKeyGate:
             )
             await response(scope, receive, send)
             return
-        if not accepted:
-            await self._refuse("invalid, revoked or expired API key", scope, receive, send)
+        if match is None:
+            await self._refuse(INVALID_KEY, scope, receive, send)
             return
+        # The routes act for this tenant (`get_current_tenant`): the key is not looked up twice.
+        scope.setdefault("state", {})[TENANT_STATE] = match.tenant
         await self.app(scope, receive, send)
-
-    def _accept(self, token: str) -> bool:
-        with self.database.read_transaction() as session:
-            api_key = usable_key(session, token)
-            if api_key is None:
-                return False
-            key_id, record = api_key.id, needs_use_recorded(api_key)
-        if record:
-            try:
-                with self.database.transaction() as session:
-                    record_key_use(session, key_id)
-            except Exception:
-                # Bookkeeping only: a busy database must not turn a valid key away.
-                logger.warning("could not record the use of API key %s", key_id, exc_info=True)
-        return True
 
     @staticmethod
     async def _refuse(detail: str, scope: Scope, receive: Receive, send: Send) -> None:

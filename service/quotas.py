@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.models import Audit, AuditStatus, Tenant
+from service.auth import TenantRef
+from service.models import Audit, AuditStatus
 from service.problems import Problem, UnprocessableContent
 from service.settings import Settings
 from trustdiff.config import AuditConfig
@@ -52,7 +53,7 @@ def check_work_quotas(config: AuditConfig, settings: Settings) -> None:
     )
 
 
-def check_concurrent_audits(session: Session, tenant: Tenant, settings: Settings) -> None:
+def check_concurrent_audits(session: Session, tenant: TenantRef, settings: Settings) -> None:
     """429 when the tenant already has its quota of queued and running audits."""
     in_flight = session.scalar(
         select(func.count())

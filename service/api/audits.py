@@ -6,12 +6,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
 from service import audit_rows
 from service import audits as audit_service
-from service.api.deps import AppSettings, CurrentAudit, CurrentTenant, DbSession
+from service.api.deps import (
+    AppDatabase,
+    AppSettings,
+    BearerToken,
+    CurrentAudit,
+    CurrentTenant,
+    DbSession,
+    find_audit,
+    read_as_tenant,
+)
 from service.api.responses import PROBLEMS, problems
 from service.artifacts import ArtifactStore
+from service.auth import TenantRef
 from service.models import Audit, AuditStatus
 from service.problems import Conflict
 from service.schemas import AuditCreate, AuditOut, AuditPage, RowsPage
@@ -65,24 +76,32 @@ def create_audit(
 
 
 @router.get("", responses=PROBLEMS)
-def list_audits(
-    tenant: CurrentTenant,
-    session: DbSession,
+async def list_audits(
+    token: BearerToken,
+    database: AppDatabase,
     status: Annotated[list[AuditStatus] | None, Query(description="Repeat for several.")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AuditPage:
     """The caller's audits, newest first."""
-    audits, next_cursor = audit_service.list_audits(
-        session, tenant, status=status, limit=limit, cursor=cursor
-    )
-    return AuditPage(items=[AuditOut.from_audit(a) for a in audits], next_cursor=next_cursor)
+
+    def read(session: Session, tenant: TenantRef) -> AuditPage:
+        audits, next_cursor = audit_service.list_audits(
+            session, tenant, status=status, limit=limit, cursor=cursor
+        )
+        return AuditPage(items=[AuditOut.from_audit(a) for a in audits], next_cursor=next_cursor)
+
+    return await read_as_tenant(database, token, read)
 
 
 @router.get("/{audit_id}", responses=PROBLEMS)
-def get_audit(audit: CurrentAudit) -> AuditOut:
+async def get_audit(audit_id: str, token: BearerToken, database: AppDatabase) -> AuditOut:
     """Status, progress, timestamps, and the error when it failed."""
-    return AuditOut.from_audit(audit)
+
+    def read(session: Session, tenant: TenantRef) -> AuditOut:
+        return AuditOut.from_audit(find_audit(session, tenant, audit_id))
+
+    return await read_as_tenant(database, token, read)
 
 
 @router.post(

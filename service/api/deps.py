@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, TypeVar
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
-from service.auth import tenant_for_token
+from service.auth import (
+    INVALID_KEY,
+    MISSING_KEY,
+    TenantRef,
+    authenticate,
+    match_key,
+    record_use_if_due,
+)
 from service.db import Database
-from service.models import Audit, Dataset, Tenant
+from service.key_gate import TENANT_STATE
+from service.models import Audit, Dataset
 from service.problems import NotFound, Unauthorized
 from service.settings import Settings
+
+_T = TypeVar("_T")
 
 
 # The dependencies that do no I/O are coroutines: FastAPI runs a plain `def` dependency in its
@@ -50,6 +61,7 @@ def get_db_session(
 
 
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
+AppDatabase = Annotated[Database, Depends(get_database)]
 # scope="function": commit (and send queued jobs) *before* the response goes out, so a client
 # that reads the audit right after a 202 always finds it.
 DbSession = Annotated[Session, Depends(get_db_session, scope="function")]
@@ -57,19 +69,57 @@ DbSession = Annotated[Session, Depends(get_db_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="An API key from `trustdiff keys create`.")
 
 
-def get_current_tenant(
-    session: DbSession,
+async def get_bearer_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Tenant:
+) -> str:
+    """The request's API key, not yet checked (`ApiKeyGate` refused requests without one)."""
     if credentials is None:
-        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    tenant = tenant_for_token(session, credentials.credentials)
-    if tenant is None:
-        raise Unauthorized("invalid, revoked or expired API key")
-    return tenant
+        raise Unauthorized(MISSING_KEY)
+    return credentials.credentials
 
 
-CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]
+BearerToken = Annotated[str, Depends(get_bearer_token)]
+
+
+async def get_current_tenant(
+    request: Request, token: BearerToken, database: AppDatabase
+) -> TenantRef:
+    """The tenant of the request's API key: as `ApiKeyGate` found it, or looked up here for
+    the requests it leaves to the routes (GETs)."""
+    tenant: TenantRef | None = getattr(request.state, TENANT_STATE, None)
+    if tenant is not None:
+        return tenant
+    match = await anyio.to_thread.run_sync(authenticate, database, token)
+    if match is None:
+        raise Unauthorized(INVALID_KEY)
+    return match.tenant
+
+
+async def read_as_tenant(
+    database: Database, token: str, read: Callable[[Session, TenantRef], _T]
+) -> _T:
+    """Check the key and `read(session, tenant)` in one read transaction, in one hand-off to
+    the thread pool.
+
+    For the routes clients poll: a plain `def` route with a session and the tenant as
+    dependencies costs half a dozen hand-offs (the key check, the session's start and end,
+    each dependency, the handler, the response validation), and under load the hand-offs,
+    not the queries, set the latency.
+    """
+
+    def run() -> _T:
+        with database.read_transaction() as session:
+            match = match_key(session, token)
+            if match is None:
+                raise Unauthorized(INVALID_KEY)
+            value = read(session, match.tenant)
+        record_use_if_due(database, match)
+        return value
+
+    return await anyio.to_thread.run_sync(run)
+
+
+CurrentTenant = Annotated[TenantRef, Depends(get_current_tenant)]
 
 
 def _parse_id(value: str, what: str) -> uuid.UUID:
@@ -79,14 +129,20 @@ def _parse_id(value: str, what: str) -> uuid.UUID:
         raise NotFound(f"{what} {value!r} does not exist") from None
 
 
-def get_audit_or_404(audit_id: str, tenant: CurrentTenant, session: DbSession) -> Audit:
+def find_audit(session: Session, tenant: TenantRef, audit_id: str) -> Audit:
     """The caller's audit; another tenant's audit is indistinguishable from a missing one."""
     audit = session.scalars(
-        select(Audit).where(Audit.id == _parse_id(audit_id, "audit"), Audit.tenant_id == tenant.id)
+        select(Audit)
+        .where(Audit.id == _parse_id(audit_id, "audit"), Audit.tenant_id == tenant.id)
+        .options(defer(Audit.config))
     ).one_or_none()
     if audit is None:
         raise NotFound(f"audit {audit_id} does not exist")
     return audit
+
+
+def get_audit_or_404(audit_id: str, tenant: CurrentTenant, session: DbSession) -> Audit:
+    return find_audit(session, tenant, audit_id)
 
 
 def get_dataset_or_404(dataset_id: str, tenant: CurrentTenant, session: DbSession) -> Dataset:

@@ -64,11 +64,22 @@ def test_minimal_audit_request_is_accepted_and_readable(
 
 def test_missing_or_wrong_key_is_401(client: TestClient, auth: dict[str, str]) -> None:
     audit_id = submit(client, auth).json()["id"]
-    for headers in ({}, {"Authorization": "Bearer td_not-a-key"}, {"Authorization": "Basic x"}):
-        response = client.get(f"/v1/audits/{audit_id}", headers=headers)
-        assert_problem(response, 401, "unauthorized")
-        assert response.headers["www-authenticate"] == "Bearer"
+    dataset_id = client.post(
+        "/v1/datasets", files={"file": ("d.jsonl", b'{"text": "a", "label": "x"}\n')}, headers=auth
+    ).json()["id"]
+    # GETs carry no body: their routes check the key themselves, each of them.
+    reads = [f"/v1/audits/{audit_id}", "/v1/audits", f"/v1/datasets/{dataset_id}"]
+    reads += [f"/v1/audits/{audit_id}/{part}" for part in ("result", "gate", "report", "rows")]
+    for path in [*reads, f"/v1/audits/{audit_id}/rows.parquet"]:
+        for headers in ({}, {"Authorization": "Bearer td_not-a-key"}, {"Authorization": "Basic x"}):
+            response = client.get(path, headers=headers)
+            assert_problem(response, 401, "unauthorized")
+            assert response.headers["www-authenticate"] == "Bearer"
     assert_problem(client.post("/v1/audits", json=audit_body()), 401, "unauthorized")
+    bad_key = {"Authorization": "Bearer td_not-a-key"}
+    assert_problem(
+        client.post("/v1/audits", json=audit_body(), headers=bad_key), 401, "unauthorized"
+    )
 
 
 def test_another_tenants_audit_and_dataset_are_404(
