@@ -337,16 +337,9 @@ def recover_stale_shards(
         )
     ).all()
     for audit_id, shard_id in stale:
-        audit = _lock_unless_held(session, audit_id)
-        shard = (
-            None
-            if audit is None
-            else session.get(AuditShard, shard_id, with_for_update=True, populate_existing=True)
-        )
-        if audit is None or shard is None or shard.status != ShardStatus.RUNNING:
-            continue
-        _recover_lost_shard(session, audit, shard, now=now, max_attempts=max_attempts)
-        touched.append(audit_id)
+        if locked := _lock_in_status(session, audit_id, shard_id, ShardStatus.RUNNING):
+            _recover_lost_shard(session, *locked, now=now, max_attempts=max_attempts)
+            touched.append(audit_id)
     unsent = session.execute(
         select(AuditShard.audit_id, AuditShard.id).where(
             AuditShard.status == ShardStatus.QUEUED,
@@ -354,19 +347,25 @@ def recover_stale_shards(
         )
     ).all()
     for audit_id, shard_id in unsent:
-        audit = _lock_unless_held(session, audit_id)
-        shard = (
-            None
-            if audit is None
-            else session.get(AuditShard, shard_id, with_for_update=True, populate_existing=True)
-        )
-        if audit is not None and shard is not None and shard.status == ShardStatus.QUEUED:
-            _send_again(session, audit, shard, now=now)
+        if locked := _lock_in_status(session, audit_id, shard_id, ShardStatus.QUEUED):
+            _send_again(session, *locked, now=now)
             touched.append(audit_id)
     return [*dict.fromkeys(touched), *_cancel_orphans(session)]
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _lock_in_status(
+    session: Session, audit_id: uuid.UUID, shard_id: uuid.UUID, status: ShardStatus
+) -> tuple[Audit, AuditShard] | None:
+    """The audit and its shard, both locked, if no other transaction holds the audit and the
+    shard is still in `status` (the sweep read it without a lock)."""
+    audit = _lock_unless_held(session, audit_id)
+    if audit is None:
+        return None
+    shard = session.get(AuditShard, shard_id, with_for_update=True, populate_existing=True)
+    return (audit, shard) if shard is not None and shard.status == status else None
 
 
 def _locked_shard(session: Session, ref: ShardRef) -> AuditShard | None:
