@@ -7,6 +7,7 @@ import os
 
 from trustdiff.cache import AuditCache
 from trustdiff.config import AuditConfig
+from trustdiff.dataset_cache import DatasetCache
 from trustdiff.finish import finish_audit
 from trustdiff.plan import (
     DEFAULT_BLOCK_INSTANCES,
@@ -95,7 +96,10 @@ def run_audit(
     folders and the reference's predictions on this dataset are reused: another candidate
     audited against the same reference and dataset runs no reference forward pass on it
     (`manifest.timings["forward_without_reference"]` is then set).
+
+    The dataset file is read and validated once, by the plan; its steps reuse it.
     """
+    datasets = DatasetCache()
     plan = plan_audit(
         config,
         model_root=model_root,
@@ -105,11 +109,13 @@ def run_audit(
         twin_cache=twin_cache,
         shard_rows=shard_rows,
         block_instances=block_instances,
+        datasets=datasets,
         progress=progress,
         should_cancel=should_cancel,
     )
     return run_plan(
         plan,
+        datasets=datasets,
         progress=progress,
         should_cancel=should_cancel,
         twin_cache=twin_cache,
@@ -123,6 +129,7 @@ def run_plan(
     plan: AuditPlan,
     *,
     runners: RunnerCache | None = None,
+    datasets: DatasetCache | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
     twin_cache: TwinCache | None = None,
@@ -132,13 +139,16 @@ def run_plan(
 ) -> AuditResult:
     """Every step of `plan` in this process, one after another: each prediction shard, each
     explanation block, then `finish_audit`. Progress counts rows and instances over all of
-    them. Models load into `runners` (a new cache, dropped at the end, when None)."""
+    them. Models load into `runners`, the dataset into `datasets` (new caches, dropped at the
+    end, when None): each is read once for all the steps."""
     runners = runners or RunnerCache()
+    datasets = datasets or DatasetCache()
     shards = [
         predict_shard(
             plan,
             index,
             runners=runners,
+            datasets=datasets,
             cache=cache,
             progress=offset_progress(progress, "predict", offset=rows.start, total=plan.rows),
             should_cancel=should_cancel,
@@ -156,6 +166,7 @@ def run_plan(
                 probabilities,
                 index,
                 runners=runners,
+                datasets=datasets,
                 progress=offset_progress(progress, "explain", offset=offset, total=explained),
                 should_cancel=should_cancel,
             )
@@ -167,6 +178,7 @@ def run_plan(
         blocks,
         cache=cache,
         twin_cache=twin_cache,
+        datasets=datasets,
         rows_path=rows_path,
         rows_text=rows_text,
         progress=progress,

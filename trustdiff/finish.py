@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from trustdiff.cache import PREDICTIONS, AuditCache
+from trustdiff.dataset_cache import DatasetCache
 from trustdiff.datasets import Dataset
 from trustdiff.errors import ConfigError
 from trustdiff.explain.instance import InstanceAttributions
@@ -33,7 +34,7 @@ from trustdiff.result import (
 )
 from trustdiff.rows import RowOutcomes, write_rows
 from trustdiff.sections import Breakdown, measure_breakdown
-from trustdiff.shards import ExplainedBlock, Probabilities, ShardPredictions
+from trustdiff.shards import ExplainedBlock, Probabilities, ShardPredictions, validated_inputs
 from trustdiff.stages import CancelCheck, ProgressCallback, Stages, add_timings
 from trustdiff.twin import Twin, twin_figures, with_twin
 from trustdiff.twin_cache import TwinCache, TwinFigures
@@ -74,12 +75,14 @@ def finish_audit(
     *,
     cache: AuditCache | None = None,
     twin_cache: TwinCache | None = None,
+    datasets: DatasetCache | None = None,
     rows_path: str | os.PathLike[str] | None = None,
     rows_text: bool = False,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
 ) -> AuditResult:
-    """The audit's result from every shard's and block's output (in any order).
+    """The audit's result from every shard's and block's output (in any order); the dataset
+    from `datasets` when given, as in the other steps.
 
     Measures parity, calibration and the breakdown on all rows, aligns the explanations, adds
     the twin's figures (stored in `twin_cache` when this audit measured them), stores the
@@ -87,7 +90,7 @@ def finish_audit(
     gate and writes the manifest: its timings add up every step's seconds per stage.
     """
     stages = Stages(progress, should_cancel)
-    validated = plan.validate_inputs()
+    validated = validated_inputs(plan, datasets, stages)
     probabilities = Probabilities.of_shards(plan, shards)
     cached_twin = _cached_twin(plan, twin_cache)
     _store_reference_predictions(plan, cache, probabilities)

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,9 @@ from trustdiff.stages import CancelCheck, ProgressCallback, Stages
 from trustdiff.twin import twin_key
 from trustdiff.twin_cache import TwinCache
 from trustdiff.validation import ValidatedAudit, validate_audit
+
+if TYPE_CHECKING:
+    from trustdiff.dataset_cache import DatasetCache
 
 # Rows per prediction shard: 1M rows make 10 shards. Rounded up to whole prediction chunks.
 DEFAULT_SHARD_ROWS = 100_000
@@ -95,8 +98,9 @@ class AuditPlan(BaseModel):
     def explained(self) -> list[int]:
         return [index for block in self.blocks for index in block]
 
-    def validate_inputs(self) -> ValidatedAudit:
-        """`validate_audit` of the plan's config and roots, in the process that runs a step;
+    def validate_inputs(self, datasets: DatasetCache | None = None) -> ValidatedAudit:
+        """`validate_audit` of the plan's config and roots, in the process that runs a step
+        (the dataset from `datasets` when this process read it unchanged before);
         `ConfigError` when the dataset file no longer has the bytes it was planned on."""
         from trustdiff.errors import ConfigError
 
@@ -105,6 +109,7 @@ class AuditPlan(BaseModel):
             model_root=self.model_root,
             data_root=self.data_root,
             shared_model_root=self.shared_model_root,
+            datasets=datasets,
         )
         if validated.dataset.fingerprint != self.dataset_fingerprint:
             raise ConfigError(
@@ -127,6 +132,7 @@ def plan_audit(
     twin_cache: TwinCache | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     block_instances: int = DEFAULT_BLOCK_INSTANCES,
+    datasets: DatasetCache | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
 ) -> AuditPlan:
@@ -135,7 +141,8 @@ def plan_audit(
 
     `shard_rows` is rounded up to whole prediction chunks (`prediction_chunk_rows`), so every
     row is predicted in the same chunk whatever the shard size; `block_instances` to whole
-    explanation waves (`DEFAULT_WORKERS` instances explained in lock-step). Loads no model;
+    explanation waves (`DEFAULT_WORKERS` instances explained in lock-step). The dataset read
+    is kept in `datasets` when given, for the steps this process runs next. Loads no model;
     resolving `config.device` imports torch.
     """
     if shard_rows < 1 or block_instances < 1:
@@ -151,6 +158,7 @@ def plan_audit(
             model_root=model_root,
             data_root=data_root,
             shared_model_root=shared_model_root,
+            datasets=datasets,
         )
         fingerprints = _fingerprints(validated, cache)
         twin = twin_key(validated, fingerprints[0], fingerprints[2])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from trustdiff.cache import PREDICTIONS, AuditCache
+from trustdiff.dataset_cache import DatasetCache
 from trustdiff.explain.instance import InstanceAttributions
 from trustdiff.manifest import LoadedModel
 from trustdiff.plan import AuditPlan, prediction_chunk_rows
@@ -177,19 +179,21 @@ def predict_shard(
     index: int,
     *,
     runners: RunnerCache,
+    datasets: DatasetCache | None = None,
     cache: AuditCache | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
 ) -> ShardPredictions:
     """Prediction shard `index` of `plan`: every model's probabilities for its rows.
 
-    Models come from `runners` (loaded there once per process). With the reference's
+    Models come from `runners` (loaded there once per process), the dataset from `datasets`
+    when given (read there once per process, `validated_inputs`). With the reference's
     predictions in `cache` (`plan.reference_cached`), the reference is not run: its rows
     are read from the cache. `progress("predict", done, total)` counts this shard's rows.
     """
     stages = Stages(progress, should_cancel)
     rows = plan.shards[index]
-    validated = plan.validate_inputs()
+    validated = validated_inputs(plan, datasets, stages)
     inputs = validated.dataset.inputs[rows.start : rows.stop]
     loaded = _load(plan, validated, runners, stages)
     cached = _cached_reference(plan, cache, validated)
@@ -219,11 +223,13 @@ def explain_block(
     index: int,
     *,
     runners: RunnerCache,
+    datasets: DatasetCache | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
 ) -> ExplainedBlock:
     """Explanation block `index` of `plan`: its rows explained with every method (and the
-    twin, when the plan loads it), and their faithfulness when the audit measures it.
+    twin, when the plan loads it), and their faithfulness when the audit measures it. Models
+    and the dataset come from `runners` and `datasets`, as in `predict_shard`.
 
     `progress("explain", done, total)` counts this block's instances.
     """
@@ -232,7 +238,7 @@ def explain_block(
 
     stages = Stages(progress, should_cancel)
     indices = plan.blocks[index]
-    validated = plan.validate_inputs()
+    validated = validated_inputs(plan, datasets, stages)
     config, dataset = plan.config, validated.dataset
     loaded = _load(plan, validated, runners, stages)
     evaluator = _evaluator(validated, loaded, stages)
@@ -260,6 +266,17 @@ def explain_block(
 
 
 # --- shared by the steps --------------------------------------------------------------------
+
+
+def validated_inputs(
+    plan: AuditPlan, datasets: DatasetCache | None, stages: Stages
+) -> ValidatedAudit:
+    """`plan.validate_inputs` in a step, its seconds added to the step's `validate` time: with
+    no `datasets` (or a first read in this process) every step reads the whole file again."""
+    started = time.perf_counter()
+    validated = plan.validate_inputs(datasets)
+    stages.add_time("validate", time.perf_counter() - started)
+    return validated
 
 
 def _load(

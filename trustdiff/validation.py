@@ -6,12 +6,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trustdiff.checkpoints import CheckpointInfo, align_label_spaces, inspect_checkpoint
 from trustdiff.config import AuditConfig
 from trustdiff.datasets import Dataset, read_dataset
 from trustdiff.errors import ConfigError
 from trustdiff.paths import resolve_under_root
+
+if TYPE_CHECKING:
+    from trustdiff.dataset_cache import DatasetCache
 
 # Device strings accepted without importing torch; availability is checked at load time.
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
@@ -63,12 +67,14 @@ def validate_audit(
     model_root: str | os.PathLike[str] | None = None,
     data_root: str | os.PathLike[str] | None = None,
     shared_model_root: str | os.PathLike[str] | None = None,
+    datasets: DatasetCache | None = None,
 ) -> ValidatedAudit:
     """Every check that needs no model, in the order a user fixes them; fast and torch-free.
 
     Checkpoint paths resolve under `model_root`, or under `shared_model_root` when given and
     the path starts with `shared/`; every file of a checkpoint must stay under its root too
-    (a weight file symlinked out of it is refused like a folder would be).
+    (a weight file symlinked out of it is refused like a folder would be). With `datasets`,
+    an unchanged dataset file validated before in this process is not read again.
 
     Raises `PathOutsideRootError`, `CheckpointError` subclasses, `LabelMismatchError`,
     `DatasetError` (with the bad row) or `ConfigError` (an unrecognisable device string, a
@@ -98,7 +104,14 @@ def validate_audit(
         twin = inspect_checkpoint(twin_path, root=twin_root)
         # The twin is the reference's recipe: its labels are the reference's, no mapping.
         twin_column_order = align_label_spaces(reference.labels, twin.labels, None)
-    dataset = read_dataset(dataset_path, config.dataset, labels=reference.labels, seed=config.seed)
+    if datasets is None:
+        dataset = read_dataset(
+            dataset_path, config.dataset, labels=reference.labels, seed=config.seed
+        )
+    else:
+        dataset = datasets.read(
+            dataset_path, config.dataset, labels=reference.labels, seed=config.seed
+        )
     missing = [column for column in config.slices.columns if column not in dataset.columns]
     if missing:
         raise ConfigError(

@@ -37,6 +37,7 @@ from workers.outcomes import (
 from workers.shard_runner import run_in_place
 
 if TYPE_CHECKING:
+    from trustdiff.dataset_cache import DatasetCache
     from trustdiff.plan import AuditPlan
     from trustdiff.runner_cache import RunnerCache
 
@@ -72,6 +73,7 @@ def run_audit_job(
     database: Database,
     settings: Settings,
     runners: RunnerCache | None = None,
+    datasets: DatasetCache | None = None,
 ) -> AuditStatus | None:
     """Plan a queued audit and start its shards; returns its status then, or None if it was
     not queued.
@@ -83,22 +85,39 @@ def run_audit_job(
     returns its final status: what a fan-out would do on one worker, without the queue hops
     and without other audits' shards in between (so a small audit runs as fast as a single
     task did, and a second audit against the same twin finds the first's figures cached).
-    Models load into `runners` (a worker keeps one for its lifetime).
+    Models load into `runners`, the dataset the plan validated stays in `datasets` for this
+    process's shards (a worker keeps one of each for its lifetime; new ones when None).
     """
+    from trustdiff.dataset_cache import DatasetCache
+    from trustdiff.runner_cache import RunnerCache
+
     audit_id = uuid.UUID(str(audit_id))
     claimed = _claim(database, audit_id)
     if claimed is None:
         return None
-    planned = _plan(claimed, audit_id, database=database, settings=settings)
+    datasets = datasets or DatasetCache()
+    planned = _plan(claimed, audit_id, database=database, settings=settings, datasets=datasets)
     if isinstance(planned, Outcome):
         status = store_outcome(database, audit_id, planned, settings)
         logger.info("audit %s: %s", audit_id, status)
         return status
-    return _start(planned, audit_id, database=database, settings=settings, runners=runners)
+    return _start(
+        planned,
+        audit_id,
+        database=database,
+        settings=settings,
+        runners=runners or RunnerCache(),
+        datasets=datasets,
+    )
 
 
 def _plan(
-    claimed: Claimed, audit_id: uuid.UUID, *, database: Database, settings: Settings
+    claimed: Claimed,
+    audit_id: uuid.UUID,
+    *,
+    database: Database,
+    settings: Settings,
+    datasets: DatasetCache,
 ) -> AuditPlan | Outcome:
     """The audit's plan, made with a heartbeat beside it; every way it can end otherwise
     becomes an Outcome. Paths resolve under the tenant's own folders, as they did when the
@@ -131,6 +150,7 @@ def _plan(
             twin_cache=TwinCache(settings.twin_cache_dir),
             shard_rows=settings.shard_rows,
             block_instances=settings.block_instances,
+            datasets=datasets,
             progress=heartbeat.report,
             should_cancel=heartbeat.should_cancel,
         )
@@ -158,11 +178,10 @@ def _start(
     *,
     database: Database,
     settings: Settings,
-    runners: RunnerCache | None,
+    runners: RunnerCache,
+    datasets: DatasetCache,
 ) -> AuditStatus | None:
     """Store the plan and create the audit's shards; run them here when it is a small one."""
-    from trustdiff.runner_cache import RunnerCache
-
     plan_url = ArtifactStore.from_settings(settings).put_bytes(
         plan.model_dump_json().encode("utf-8"), plan_key(audit_id)
     )
@@ -189,7 +208,9 @@ def _start(
         ", run here" if in_place else "",
     )
     if in_place and queued:
-        run_in_place(queued, database=database, settings=settings, runners=runners or RunnerCache())
+        run_in_place(
+            queued, database=database, settings=settings, runners=runners, datasets=datasets
+        )
     delete_shard_artifacts(database, settings, audit_id)
     with database.read_transaction() as session:
         audit = session.get(Audit, audit_id)

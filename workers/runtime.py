@@ -13,6 +13,7 @@ from service.db import Database
 from service.jobs import build_celery_app
 from service.serve import PARENT_PID_ENV
 from service.settings import Settings
+from trustdiff.dataset_cache import DatasetCache
 from trustdiff.runner_cache import RunnerCache
 from workers.runner import sweep_stale_audits
 
@@ -63,9 +64,9 @@ class WorkerRuntime:
     """Everything a worker process holds for its lifetime, created once per process.
 
     The Celery app includes `task_modules`; the database sends the jobs the runner queues
-    (re-runs, shards, callbacks) through that app. Tasks pass `database`, `settings` and
-    `runners` (the models loaded in this process, kept for the next shard of the same
-    audit) on to the plain functions they wrap.
+    (re-runs, shards, callbacks) through that app. Tasks pass `database`, `settings`,
+    `runners` and `datasets` (the models loaded and the dataset validated in this process,
+    kept for the next shard of the same audit) on to the plain functions they wrap.
     """
 
     def __init__(self, settings: Settings, *, task_modules: list[str]) -> None:
@@ -75,6 +76,8 @@ class WorkerRuntime:
         self.database = Database(settings.database_url, self.celery_app)
         # Reference, candidate and twin of the audit whose shards this process runs.
         self.runners = RunnerCache(capacity=3)
+        # Its dataset: one at a time, so a worker holds at most one dataset's rows.
+        self.datasets = DatasetCache(capacity=1)
         self._sweeper: Sweeper | None = None
 
     def after_fork(self) -> None:

@@ -36,6 +36,7 @@ from workers.outcomes import (
 from workers.tracking import log_to_mlflow
 
 if TYPE_CHECKING:
+    from trustdiff.dataset_cache import DatasetCache
     from trustdiff.plan import AuditPlan
     from trustdiff.runner_cache import RunnerCache
 
@@ -59,9 +60,13 @@ def run_shard_job(
     database: Database,
     settings: Settings,
     runners: RunnerCache,
+    datasets: DatasetCache | None = None,
     send: bool = True,
 ) -> list[ShardRef]:
     """Run one queued shard to its end; returns the shards its completion queued.
+
+    Models and the dataset come from `runners` and `datasets` (what this process loaded
+    and validated for an earlier shard; with no `datasets`, the file is read again).
 
     The next stage's shards are sent to the workers as one group when `send`; otherwise the
     caller runs them (`run_in_place`). A shard not queued (done, running elsewhere, revoked)
@@ -83,7 +88,9 @@ def run_shard_job(
     )
     heartbeat.start()
     try:
-        output = _run_step(claimed, heartbeat, settings=settings, runners=runners)
+        output = _run_step(
+            claimed, heartbeat, settings=settings, runners=runners, datasets=datasets
+        )
     except (AuditCancelledError, SoftTimeLimitExceeded) as error:
         timed_out = heartbeat.timed_out.is_set() or isinstance(error, SoftTimeLimitExceeded)
         outcome = _stopped(claimed, settings, timed_out=timed_out)
@@ -111,7 +118,12 @@ def run_shard_job(
 
 
 def run_in_place(
-    queued: Sequence[ShardRef], *, database: Database, settings: Settings, runners: RunnerCache
+    queued: Sequence[ShardRef],
+    *,
+    database: Database,
+    settings: Settings,
+    runners: RunnerCache,
+    datasets: DatasetCache | None = None,
 ) -> None:
     """Run `queued` and every shard their completions queue, here, one after another."""
     pending = list(queued)
@@ -125,6 +137,7 @@ def run_in_place(
                 database=database,
                 settings=settings,
                 runners=runners,
+                datasets=datasets,
                 send=False,
             )
         )
@@ -136,6 +149,7 @@ def _run_step(
     *,
     settings: Settings,
     runners: RunnerCache,
+    datasets: DatasetCache | None,
 ) -> str | _Finished:
     """The shard's engine step; its stored output's URL, or the finaliser's result."""
     # The engine's steps, looked up on the module when they run (tests stand in for them).
@@ -145,6 +159,7 @@ def _run_step(
     store = ArtifactStore.from_settings(settings)
     plan = engine.AuditPlan.model_validate_json(store.read_bytes(claimed.plan_url))
     steps: dict[str, Any] = {
+        "datasets": datasets,
         "progress": heartbeat.report,
         "should_cancel": heartbeat.should_cancel,
     }

@@ -38,7 +38,11 @@ AUDIT_TASK_OPTIONS: dict[str, Any] = {
 def run_audit(audit_id: str) -> None:
     """Plan the audit and send its prediction shards (or run a small audit here)."""
     run_audit_job(
-        audit_id, database=runtime.database, settings=runtime.settings, runners=runtime.runners
+        audit_id,
+        database=runtime.database,
+        settings=runtime.settings,
+        runners=runtime.runners,
+        datasets=runtime.datasets,
     )
 
 
@@ -52,6 +56,7 @@ def run_shard(audit_id: str, kind: str, index: int) -> None:
         database=runtime.database,
         settings=runtime.settings,
         runners=runtime.runners,
+        datasets=runtime.datasets,
     )
 
 
