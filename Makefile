@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-app services browser lint typecheck pytest test demo demo-build bench bench-quick bench-gpu bench-scale load chaos openapi clean
+.PHONY: install install-app services browser lint typecheck pytest test demo demo-build bench bench-quick bench-gpu bench-scale bench-scale-service load chaos openapi clean
 
 # Everything: the service, the demo and the test tools. `install-app` is the service and the
 # demo only (what `make demo` needs; the test extras add about 90 s to a fresh install).
@@ -71,6 +71,13 @@ bench-quick: install
 ROWS ?= 1000000
 bench-scale: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) bench/bench_scale.py --rows $(ROWS)
+
+# The same size through the service on Postgres + Redis, sharded over WORKERS workers (one
+# fresh service per count): stage wall times, peak RSS per worker, result and rows file sizes,
+# first /rows page. ROWS=20000 WORKERS=1,2 checks that it works in a few minutes.
+WORKERS ?= 1,2,4
+bench-scale-service: install services
+	OMP_WAIT_POLICY=PASSIVE $(PY) bench/bench_scale_service.py --rows $(ROWS) --workers $(WORKERS)
 
 # The GPU path: 500 sentence pairs x 2 BERT-base-sized models (LIME 1000 + SHAP 500 + floor).
 # Without CUDA it runs a tiny smoke variant.

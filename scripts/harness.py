@@ -1,5 +1,6 @@
-"""Shared by `scripts/load.py` and `scripts/chaos.py`: fixture models, a fresh Postgres
-database, service processes on 127.0.0.1, and waiting for audits over HTTP.
+"""Shared by `scripts/load.py`, `scripts/chaos.py` and `bench/bench_scale_service.py`: fixture
+models, a fresh Postgres database, service processes on 127.0.0.1, and waiting for audits over
+HTTP.
 
 Run from the repository root (`make load`, `make chaos`); it imports the test suite's tiny
 model builder (so the scripts need no download) and its throwaway Postgres database. Nothing
@@ -82,12 +83,15 @@ class Service:
     logs: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, command: list[str], *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start `command` logging to `<logs>/<name>.log`, with `env` over the service's."""
         log = (self.logs / f"{name}.log").open("ab")
         process = subprocess.Popen(
             command,
             cwd=REPOSITORY_ROOT,
-            env=self.env,
+            env=self.env | (env or {}),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own group: a SIGKILL reaches its children too
@@ -137,9 +141,11 @@ def gateway_command(port: int | str, *, workers: int | None = None) -> list[str]
     return command if workers is None else [*command, "--workers", str(workers)]
 
 
-def worker_command() -> list[str]:
-    """One `trustdiff worker` running audits in its own process (solo pool)."""
-    return [sys.executable, "-m", "trustdiff", "worker", "--pool=solo", "--log-level=info"]
+def worker_command(pool: str = "solo") -> list[str]:
+    """One `trustdiff worker` running one task at a time: in its own process (solo pool), or
+    in one pool child (prefork, as docker-compose deploys it)."""
+    command = [sys.executable, "-m", "trustdiff", "worker", f"--pool={pool}", "--log-level=info"]
+    return command if pool == "solo" else [*command, "--concurrency=1"]
 
 
 def wait_until_ready(base: str, *, timeout_s: float = 180) -> None:
