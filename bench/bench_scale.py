@@ -17,7 +17,8 @@ For each it records the wall time, the engine's per-stage timings, the child's p
 (`ru_maxrss` of the waited-for child), the result document's and the rows file's size, and
 the time to the first page of the rows file (`read_rows_page`, what `GET /rows` serves), in
 a fresh process (pyarrow import included) and again warm, and of a page of flipped rows
-from the middle of the file. Results go to `out/bench-scale/`.
+from the middle of the file. Results go to `out/bench-scale/`. The same audit through the
+service, sharded over workers: `bench/bench_scale_service.py`.
 """
 
 from __future__ import annotations

@@ -150,9 +150,9 @@ def kib_as_mib(value: str | None) -> float | None:
     return None if value is None else round(int(value.split()[0]) / 1024, 1)
 
 
-def descendants(pid: int) -> list[int]:
-    """`pid` and every process under it (a prefork worker's pool children)."""
-    parents: dict[int, list[int]] = {}
+def process_tree() -> dict[int, list[int]]:
+    """Each running process's children, by parent pid, from one pass over /proc."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -161,12 +161,18 @@ def descendants(pid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int, tree: dict[int, list[int]] | None = None) -> list[int]:
+    """`pid` and every process under it (a prefork worker's pool children)."""
+    tree = process_tree() if tree is None else tree
     found, pending = [], [pid]
     while pending:
         current = pending.pop()
         found.append(current)
-        pending.extend(parents.get(current, []))
+        pending.extend(tree.get(current, []))
     return found
 
 
@@ -178,14 +184,15 @@ class RssSampler(threading.Thread):
         super().__init__(name="rss-sampler", daemon=True)
         self.roots = roots
         self.interval_s = interval_s
-        self.stage = "idle"
+        self.stage = "started"
         self.highest: dict[str, dict[int, dict[str, float]]] = {name: {} for name in roots}
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.is_set():
+            tree = process_tree()
             for name, root in self.roots.items():
-                for pid in descendants(root):
+                for pid in descendants(root, tree):
                     rss = kib_as_mib(proc_status(pid).get("VmRSS"))
                     if rss is None:
                         continue
@@ -194,10 +201,10 @@ class RssSampler(threading.Thread):
             self.stopped.wait(self.interval_s)
 
 
-def memory_of(root: int) -> list[dict[str, Any]]:
+def memory_of(root: int, tree: dict[int, list[int]] | None = None) -> list[dict[str, Any]]:
     """Each process of a worker (or the gateway): pid, VmRSS and VmHWM in MiB."""
     processes = []
-    for pid in descendants(root):
+    for pid in descendants(root, tree):
         status = proc_status(pid)
         if status:
             processes.append(
@@ -430,6 +437,8 @@ def audit_to_the_end(
     sampler: RssSampler | None = None,
 ) -> Audited:
     """POST the audit, poll it every second until it ends (telling `sampler` its stage)."""
+    if sampler is not None:
+        sampler.stage = "post"  # the gateway validates every row before it answers
     started = time.perf_counter()
     response = http.post("/v1/audits", json=body)
     post_s = time.perf_counter() - started
