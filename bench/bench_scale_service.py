@@ -86,17 +86,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+ROOT = Path(__file__).resolve().parents[1]
+# The benchmark runs from a checkout, as the tests and scripts do; none is part of the package.
+sys.path.insert(0, str(ROOT))
 
-from conditions import set_conditions_before_torch  # noqa: E402
+from bench.conditions import set_conditions_before_torch  # noqa: E402
 
 CONDITIONS_BEFORE_TORCH = set_conditions_before_torch()
 
 import httpx  # noqa: E402
-from bench_scale import build_checkpoint, write_dataset  # noqa: E402
-from harness import (  # noqa: E402
+
+from bench.bench_scale import build_checkpoint, write_dataset  # noqa: E402
+from scripts.harness import (  # noqa: E402
     FINAL_STATUSES,
     LOOPBACK,
     Service,
