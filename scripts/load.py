@@ -237,7 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--think-s", type=float, default=0.0, help="pause between requests")
     parser.add_argument("--max-requests", type=int, default=500_000)
-    parser.add_argument("--gateway-workers", type=int, default=2, help="uvicorn workers (pg)")
+    parser.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=None,
+        help="gateway processes: `serve --processes` (embedded, default its own) or uvicorn "
+        "workers (postgres, default 2)",
+    )
     parser.add_argument("--work-dir", type=Path, default=None, help="keep state and logs here")
     args = parser.parse_args(argv)
     if not 0 < args.duration <= 600 or not 0 < args.clients <= 1000:
@@ -260,10 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.mode == "embedded":
                 command = [sys.executable, "-m", "trustdiff", "serve", "--port", str(port)]
+                if args.gateway_workers is not None:
+                    command += ["--processes", str(args.gateway_workers)]
                 service.start("serve", [*command, "--log-level", "warning"])
             else:
                 service.trustdiff("migrate")
-                service.start("gateway", gateway_command(port, workers=args.gateway_workers))
+                workers = 2 if args.gateway_workers is None else args.gateway_workers
+                service.start("gateway", gateway_command(port, workers=workers))
                 service.start("worker", worker_command())
             wait_until_ready(base)
             token = service.trustdiff("keys", "create", "--tenant", TENANT)

@@ -86,6 +86,14 @@ def _add_serve(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         action="store_false",
         help="do not upgrade the database on start (run `trustdiff migrate` once instead)",
     )
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="gateway processes (uvicorn workers) sharing the port; about one per core the "
+        "API may use (default 1)",
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=needs_service_extra("serve", _serve))
 
@@ -139,6 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
         start_worker=args.worker,
         migrate=args.migrate,
         log_level=args.log_level,
+        processes=args.processes,
     )
 
 

@@ -10,10 +10,16 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 logger = logging.getLogger(__name__)
 
 PARENT_PID_ENV = "TRUSTDIFF_EXIT_WITH_PARENT"
+# The log level `serve` hands to the gateway processes it spawns.
+LOG_LEVEL_ENV = "TRUSTDIFF_SERVE_LOG_LEVEL"
 # How much lower than the gateway's the supervised worker's CPU priority is.
 WORKER_NICE = 10
 # Idle keep-alive connections are closed after this long: longer than clients keep theirs
@@ -84,8 +90,29 @@ def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def serve(*, host: str, port: int, start_worker: bool, migrate: bool, log_level: str) -> int:
+def create_served_app() -> FastAPI:
+    """The app of each gateway process when `serve` runs several (uvicorn's factory): they
+    are spawned, so each configures its own logging, as `trustdiff serve` did for itself."""
+    from service.app import create_app
+    from service.logs import configure_logging
+    from service.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_format, os.environ.get(LOG_LEVEL_ENV, "info"))
+    return create_app(settings)
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    start_worker: bool,
+    migrate: bool,
+    log_level: str,
+    processes: int = 1,
+) -> int:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from service.app import create_app
     from service.migrations import upgrade_to_head
@@ -115,26 +142,34 @@ def serve(*, host: str, port: int, start_worker: bool, migrate: bool, log_level:
     try:
         if supervisor is not None:
             supervisor.start()
-        app = create_app(settings)
         logger.info(
-            "serving on http://%s:%s (database %s, broker %s)",
+            "serving on http://%s:%s with %d gateway process(es) (database %s, broker %s)",
             host,
             port,
+            processes,
             settings.database_url.split("@")[-1],
             settings.broker_url.split("@")[-1],
         )
         # Logging is configured already (`service.logs`); in JSON mode the app writes the
         # access lines itself, with the audit id that uvicorn's own could not carry.
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level=log_level,
-            log_config=None,
-            access_log=settings.log_format != "json",
-            timeout_keep_alive=KEEP_ALIVE_S,
-        )
-        uvicorn.Server(config).run()
+        options: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "log_level": log_level,
+            "log_config": None,
+            "access_log": settings.log_format != "json",
+            "timeout_keep_alive": KEEP_ALIVE_S,
+        }
+        if processes == 1:
+            uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
+        else:
+            # One listening socket, `processes` spawned servers accepting on it; uvicorn's
+            # supervisor restarts one that dies and stops them all on SIGINT/SIGTERM.
+            os.environ[LOG_LEVEL_ENV] = log_level
+            config = uvicorn.Config(
+                f"{__name__}:create_served_app", factory=True, workers=processes, **options
+            )
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:

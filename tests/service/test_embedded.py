@@ -171,3 +171,38 @@ def test_serve_alone_runs_an_audit_end_to_end_and_stops_cleanly(
         code = stop_process(serve, timeout_s=45)
     assert code == 0, log_path.read_text()
     assert not any(is_alive(pid) for pid in workers), "the worker outlived serve"
+
+
+def test_serve_with_two_gateway_processes_answers_from_both_and_stops_them(
+    embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "trustdiff", "serve", "--port", str(port), "--no-worker"]
+    serve = start_process(
+        [*command, "--processes", "2"],
+        embedded_env,
+        log_path,
+        ready=lambda: ready(f"{base}/v1/readyz"),
+    )
+    try:
+        key = subprocess.run(
+            [sys.executable, "-m", "trustdiff", "keys", "create", "--tenant", "laptop"],
+            cwd=REPOSITORY_ROOT,
+            env=embedded_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        gateways = children_of(serve.pid)
+        assert len(gateways) >= 2, log_path.read_text()
+        # Fresh connections land on either process; each authenticates against the one
+        # SQLite database and answers the same.
+        for _ in range(20):
+            listed = httpx.get(f"{base}/v1/audits", headers={"Authorization": f"Bearer {key}"})
+            assert listed.status_code == 200 and listed.json()["items"] == []
+    finally:
+        code = stop_process(serve, timeout_s=45)
+    assert code == 0, log_path.read_text()
+    assert not any(is_alive(pid) for pid in gateways), "a gateway process outlived serve"
