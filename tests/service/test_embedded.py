@@ -70,6 +70,18 @@ def embedded_env(tmp_path: Path, tiny_assets: TinyAssets) -> dict[str, str]:
     return env
 
 
+def create_key(env: dict[str, str]) -> str:
+    """A key for the tenant "laptop", from `trustdiff keys create` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "trustdiff", "keys", "create", "--tenant", "laptop"],
+        cwd=REPOSITORY_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def get_healthz(connection: http.client.HTTPConnection) -> int:
     connection.request("GET", "/v1/healthz")
     response = connection.getresponse()
@@ -92,14 +104,7 @@ def test_serve_alone_runs_an_audit_end_to_end_and_stops_cleanly(
     try:
         home = Path(embedded_env["TRUSTDIFF_HOME"])
         assert (home / "trustdiff.sqlite").exists(), log_path.read_text()
-        key = subprocess.run(
-            [sys.executable, "-m", "trustdiff", "keys", "create", "--tenant", "laptop"],
-            cwd=REPOSITORY_ROOT,
-            env=embedded_env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        key = create_key(embedded_env)
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as api:
             upload = api.post(
                 "/v1/datasets",
@@ -187,14 +192,7 @@ def test_serve_with_two_gateway_processes_answers_from_both_and_stops_them(
         ready=lambda: ready(f"{base}/v1/readyz"),
     )
     try:
-        key = subprocess.run(
-            [sys.executable, "-m", "trustdiff", "keys", "create", "--tenant", "laptop"],
-            cwd=REPOSITORY_ROOT,
-            env=embedded_env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        key = create_key(embedded_env)
         gateways = children_of(serve.pid)
         assert len(gateways) >= 2, log_path.read_text()
         # Fresh connections land on either process; each authenticates against the one
