@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 from lime.lime_text import LimeTextExplainer
 
-from tests.explain.bag_of_words import WEIGHTS, BagOfWordsModel
+from tests.explain.bag_of_words import SHIFTED_WEIGHTS, WEIGHTS, BagOfWordsModel
 from trustdiff.config import Masking, ShapAlgorithm
 from trustdiff.explain.lime_explainer import explain_lime, lime_inputs
-from trustdiff.explain.shap_explainer import GlobalRandomStream, explain_shap, word_partition_tree
+from trustdiff.explain.shap_explainer import (
+    GlobalRandomStream,
+    explain_shap,
+    partition_inputs,
+    word_partition_tree,
+)
 from trustdiff.explain.words import WordFeatures
 from trustdiff.metrics.alignment import top_k_features
 
@@ -179,6 +184,64 @@ def test_lime_inputs_are_exactly_what_lime_sends(
     )
     assert len(ahead) == num_samples
     assert model.seen == ahead + ahead  # joint() asks the same model twice
+
+
+class CallRecorder:
+    """A prediction function that records each call's inputs."""
+
+    def __init__(self, model: BagOfWordsModel) -> None:
+        self.model = model
+        self.calls: list[list[TextInput]] = []
+
+    def __call__(self, inputs: list[TextInput]) -> np.ndarray:
+        self.calls.append(list(inputs))
+        return self.model.predict_proba(inputs)
+
+
+@pytest.mark.parametrize(
+    ("value", "max_evals", "masking"),
+    [
+        (TEXT, 500, "remove"),
+        (TEXT, 40, "mask_token"),
+        (TEXT + " , fun and good", 9, "remove"),
+        (TEXT, 2, "remove"),
+        ("one", 50, "mask_token"),
+        ("two words", 50, "remove"),
+        (("good film , really", "bad plot"), 60, "mask_token"),
+        (("excellent", "dull"), 500, "remove"),
+    ],
+)
+def test_partition_inputs_are_the_rounds_shap_sends_whatever_the_outputs(
+    value: TextInput, max_evals: int, masking: Masking
+) -> None:
+    """The inputs computed ahead are shap's first calls (the two ends, then each round that
+    pops its whole queue), call by call; what follows is the round the limit cut short."""
+    features = WordFeatures.from_input(value)
+    ahead = partition_inputs(features, max_evals=max_evals, masking=masking, mask_token="[MASK]")
+    for model in (BagOfWordsModel(), BagOfWordsModel(weights=SHIFTED_WEIGHTS, bias=-0.4)):
+        recorder = CallRecorder(model)
+        explain_shap(
+            features,
+            recorder,
+            columns=(1,),
+            max_evals=max_evals,
+            seed=5,
+            masking=masking,
+            mask_token="[MASK]",
+        )
+        start = 0
+        for call in recorder.calls:
+            if start == len(ahead):
+                break
+            # Within a round shap pops clusters by priority, which the outputs set.
+            assert sorted(ahead[start : start + len(call)], key=repr) == sorted(call, key=repr)
+            start += len(call)
+        assert start == len(ahead)
+        evaluated = sum(len(call) for call in recorder.calls)
+        if evaluated > len(ahead):
+            # Only a round the limit cut short (and what follows) is left to shap.
+            assert evaluated >= max_evals - 1
+    assert len(ahead) >= 2
 
 
 def test_pair_partition_tree_joins_segments_at_the_root() -> None:

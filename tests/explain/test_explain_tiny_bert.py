@@ -133,6 +133,35 @@ def test_lime_samples_sent_ahead_change_no_attribution_and_save_calls(
     assert stats.batches < plain_stats.batches
 
 
+def test_partition_rounds_sent_ahead_change_no_attribution_and_save_calls(
+    runners: tuple[ModelRunner, ModelRunner], tiny_assets: TinyAssets
+) -> None:
+    outcomes = {}
+    for send_ahead in (False, True):
+        evaluator = SendAheadSwitch(BatchingEvaluator(list(runners)), send_ahead=send_ahead)
+        outcome = run(evaluator, tiny_assets, SETTINGS, workers=2)  # type: ignore[arg-type]
+        outcomes[send_ahead] = (outcome, evaluator)
+    (before, plain), (after, ahead) = outcomes[False], outcomes[True]
+    assert set(after[1]) == set(before[1])
+    for index, explanation in after[1].items():
+        for method in ("lime", "shap"):
+            expected, actual = getattr(before[1][index], method), getattr(explanation, method)
+            assert expected is not None and actual is not None
+            for field in ("reference", "candidate", "reference_rerun"):
+                np.testing.assert_allclose(
+                    getattr(actual, field), getattr(expected, field), rtol=1e-6, atol=1e-8
+                )
+    # Partition's rounds no limit cuts short went ahead with LIME's samples: the
+    # explainers' own calls forward only the rounds their outputs choose.
+    assert ahead.forwarding_calls < plain.forwarding_calls
+    stats, plain_stats = ahead.evaluator.stats, plain.evaluator.stats
+    # The same forwards, in fewer batches: an input both models' runs send is forwarded for
+    # both in one call (counted once) where the runs each forwarded it for their model.
+    assert stats.real_tokens == plain_stats.real_tokens
+    assert stats.unique_inputs_forwarded < plain_stats.unique_inputs_forwarded
+    assert stats.batches < plain_stats.batches
+
+
 def test_a_small_cache_sends_lime_samples_ahead_wave_by_wave(
     runners: tuple[ModelRunner, ModelRunner], tiny_assets: TinyAssets
 ) -> None:

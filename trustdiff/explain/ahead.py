@@ -26,11 +26,13 @@ def explain_in_waves(
     progress: Callable[[str, int, int], None] | None,
     should_cancel: Callable[[], bool] | None,
 ) -> dict[int, dict[str, InstanceAttributions]]:
-    """`run_in_lockstep(explain_row, ...)` over `indices`, with LIME's samples sent ahead.
+    """`run_in_lockstep(explain_row, ...)` over `indices`, with the inputs no output decides
+    sent ahead.
 
     Every input an explainer will send regardless of the models' outputs (all of LIME's
-    samples, for the first run and the re-run) is evaluated before the explainers start, in
-    one `predict` call per model selection, so the explainers' own calls are answered by the
+    samples, for the first run and the re-run, and Partition SHAP's rounds that the limit does
+    not cut short) is evaluated before the explainers start, in one `predict` call per set of
+    models asking for it, so the explainers' own calls are answered by the
     evaluator's cache and the evaluator batches the whole lot by length at once. To keep
     them in the cache until used, instances are taken in waves whose inputs sent ahead fill
     at most half of `cache_size` (the rest is for the inputs the explainers pick as they

@@ -167,11 +167,22 @@ class RowExplainer:
         }
 
     def inputs_ahead(self, index: int) -> dict[tuple[int, ...], list[TextInput]]:
-        """The inputs row `index`'s runs will send that no model output decides, by the model
-        selection that will ask for them (LIME's samples; nothing of the other methods)."""
+        """The inputs row `index`'s runs will send whatever the models answer, each once,
+        grouped by the models that will ask for it (LIME's samples, Partition SHAP's rounds
+        that no limit cuts short).
+
+        An input asked for by several runs goes with every model they need, so one call
+        forwards, say, both models on SHAP's rounds (each model's own run) beside LIME's first
+        samples, and the reference alone on the inputs only the re-run sends.
+        """
         features = WordFeatures.from_input(self.inputs[index])
         twin = self.targets[index][2] is not None
-        requests: dict[tuple[int, ...], list[TextInput]] = {}
+        wanted: dict[TextInput, set[int]] = {}
+
+        def want(inputs: list[TextInput], models: tuple[int, ...]) -> None:
+            for value in inputs:
+                wanted.setdefault(value, set()).update(models)
+
         for method in self.methods:
             inputs_ahead = get_explainer(method).inputs_ahead
             if inputs_ahead is None:
@@ -179,9 +190,13 @@ class RowExplainer:
             seed = instance_seed(self.seed, index, method, 0)
             first = inputs_ahead(features, self.settings, seed, self.mask_token)
             for models in first_run_models(method, self.settings, twin=twin):
-                requests.setdefault(models, []).extend(first)
+                want(first, models)
             if self.settings.noise_floor:
                 rerun_seed = instance_seed(self.seed, index, method, 1)
-                rerun = inputs_ahead(features, self.settings, rerun_seed, self.mask_token)
-                requests.setdefault((REFERENCE,), []).extend(rerun)
+                want(
+                    inputs_ahead(features, self.settings, rerun_seed, self.mask_token), (REFERENCE,)
+                )
+        requests: dict[tuple[int, ...], list[TextInput]] = {}
+        for value, models in wanted.items():
+            requests.setdefault(tuple(sorted(models)), []).append(value)
         return requests

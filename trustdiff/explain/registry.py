@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from trustdiff.config import ExplainSettings
 from trustdiff.explain.attributions import WordAttributions
 from trustdiff.explain.lime_explainer import explain_lime, lime_inputs
-from trustdiff.explain.shap_explainer import explain_shap
+from trustdiff.explain.shap_explainer import explain_shap, partition_inputs
 from trustdiff.explain.words import WordFeatures
 
 if TYPE_CHECKING:
@@ -46,9 +46,10 @@ class Explainer:
     depends on the explained outputs (Partition SHAP expands the coalitions where any
     explained column changes most): a model explained beside another would not be explained
     as it would be alone, so each model gets a run of its own (`first_run_models`).
-    `inputs_ahead(features, settings, seed, mask_token)`, when set, gives every input one
-    run will send, known before any model output (LIME's samples), so they can be evaluated
-    ahead of the run in big calls whose results the run's own calls find in the cache.
+    `inputs_ahead(features, settings, seed, mask_token)`, when set, gives inputs one run will
+    send whatever the models answer (all of LIME's samples; Partition SHAP's rounds that the
+    evaluation limit does not cut short), so they can be evaluated ahead of the run in big
+    calls whose results the run's own calls find in the cache.
     """
 
     name: str
@@ -112,6 +113,16 @@ def _explain_with_shap(
     )
 
 
+def _shap_inputs_ahead(
+    features: WordFeatures, settings: ExplainSettings, seed: int, mask_token: str | None
+) -> list[TextInput]:
+    if settings.shap_algorithm != "partition":
+        return []
+    return partition_inputs(
+        features, max_evals=settings.shap_max_evals, masking=settings.masking, mask_token=mask_token
+    )
+
+
 EXPLAINERS: dict[str, Explainer] = {
     explainer.name: explainer
     for explainer in (
@@ -131,6 +142,7 @@ EXPLAINERS: dict[str, Explainer] = {
                 "max_evals": settings.shap_max_evals,
             },
             perturbations_follow_outputs=lambda settings: settings.shap_algorithm == "partition",
+            inputs_ahead=_shap_inputs_ahead,
         ),
     )
 }

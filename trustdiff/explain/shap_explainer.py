@@ -16,6 +16,7 @@ from trustdiff.explain.words import WordFeatures
 
 if TYPE_CHECKING:
     from trustdiff.explain.words import PredictFunction
+    from trustdiff.inference import TextInput
 
 
 # shap draws from numpy's *global* generator: Permutation seeds it in its constructor and
@@ -111,6 +112,63 @@ def word_partition_tree(features: WordFeatures) -> NDArray[np.float64]:
     if len(linkage):
         linkage[:, 2] = linkage[:, 3] / linkage[:, 3].max()
     return linkage
+
+
+def partition_keep_masks_ahead(features: WordFeatures, *, max_evals: int) -> NDArray[np.bool_]:
+    """The keep-masks a Partition run with `max_evals` is certain to evaluate, whatever the
+    model answers, shape (m, d): all hidden, all kept, then every round of shap's Owen
+    recursion that empties its queue before the limit.
+
+    With a batch as big as the budget (`_explain_keep_masks`), each round pops the whole queue:
+    every pending cluster, under the context it was reached in, is split into its two children.
+    The outputs only order the queue (and so choose which clusters a round cut short by the
+    limit expands); the clusters and contexts of a round popped whole follow from the word
+    tree alone. The masks are built as shap 0.51's `PartitionExplainer.owen` builds them (the
+    parent's context joined with a child's members); a test holds them equal to what shap
+    sends. Of the round the limit cuts short, and all after it, nothing is returned.
+    """
+    from shap.utils import make_masks
+
+    d = len(features)
+    masks = [np.zeros(d, dtype=bool), np.ones(d, dtype=bool)]
+    if d < 2:
+        return np.array(masks)
+    clustering = word_partition_tree(features)
+    members = make_masks(clustering).toarray().astype(bool)
+    limit = max_evals - 2  # what `explain_row` leaves `owen` after the two ends
+    evaluated = 0
+    pending = [(np.zeros(d, dtype=bool), 2 * d - 2)]  # (context, cluster): the root, hidden
+    while True:
+        clusters = [(context, node) for context, node in pending if node >= d]
+        # shap pops while evaluated + masks so far < limit: the last cluster's pair goes in
+        # only if the round's other pairs leave room before the limit.
+        if not clusters or evaluated >= limit or evaluated + 2 * (len(clusters) - 1) >= limit:
+            return np.array(masks)
+        pending = []
+        for context, node in clusters:
+            left, right = (int(child) for child in clustering[node - d, :2])
+            with_left, with_right = context | members[left], context | members[right]
+            masks += [with_left, with_right]
+            pending += [
+                (context, left),
+                (context, right),
+                (with_right, left),
+                (with_left, right),
+            ]
+        evaluated += 2 * len(clusters)
+
+
+def partition_inputs(
+    features: WordFeatures,
+    *,
+    max_evals: int,
+    masking: Masking = "remove",
+    mask_token: str | None = None,
+) -> list[TextInput]:
+    """The inputs of `partition_keep_masks_ahead`: what a Partition run sends whatever the
+    model answers."""
+    keep = partition_keep_masks_ahead(features, max_evals=max_evals)
+    return features.compose_many(keep, masking=masking, mask_token=mask_token)
 
 
 def _keep_mask_masker(d: int, clustering: NDArray[np.float64] | None) -> Any:
