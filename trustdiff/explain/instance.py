@@ -197,6 +197,6 @@ class RowExplainer:
                     inputs_ahead(features, self.settings, rerun_seed, self.mask_token), (REFERENCE,)
                 )
         requests: dict[tuple[int, ...], list[TextInput]] = {}
-        for value, models in wanted.items():
-            requests.setdefault(tuple(sorted(models)), []).append(value)
+        for value, askers in wanted.items():
+            requests.setdefault(tuple(sorted(askers)), []).append(value)
         return requests
