@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import resource
 import secrets
 import sys
@@ -27,13 +28,14 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Collection
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -64,6 +66,53 @@ def process_cpu_s() -> float:
     """CPU seconds this process (the load generator) has used: it shares the cores."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process() -> dict[int, tuple[int, float]]:
+    """Each live process's group and the CPU seconds it has used (Linux `/proc`)."""
+    usage: dict[int, tuple[int, float]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it left meanwhile
+        cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S  # utime + stime
+        usage[int(stat_file.parent.name)] = (int(fields[2]), cpu_s)
+    return usage
+
+
+def cpu_used_s(
+    before: dict[int, tuple[int, float]],
+    after: dict[int, tuple[int, float]],
+    *,
+    group: int | None = None,
+    pids: Collection[int] = (),
+) -> float:
+    """CPU seconds used between two `cpu_by_process` snapshots by process group `group` and
+    by `pids` (a process started meanwhile counts from zero; one that left is not counted)."""
+    return sum(
+        cpu_s - before.get(pid, (0, 0.0))[1]
+        for pid, (process_group, cpu_s) in after.items()
+        if process_group == group or pid in pids
+    )
+
+
+def database_backends(database_url: str) -> set[int]:
+    """The Postgres backends serving the load's database now (its pool keeps them)."""
+    if not database_url.startswith("postgresql"):
+        return set()
+    database = Database(database_url)
+    try:
+        with database.read_transaction() as session:
+            rows = session.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            )
+            return {int(pid) for (pid,) in rows}
+    finally:
+        database.dispose()
 
 
 class Recorder:
@@ -161,7 +210,7 @@ async def audit_status(http: aiohttp.ClientSession, audit_id: str) -> str:
 
 
 async def run_load(
-    base: str, token: str, database_url: str, args: argparse.Namespace
+    base: str, token: str, database_url: str, gateway_group: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     # aiohttp, not httpx: the clients share the machine's cores with the service under test,
@@ -185,6 +234,7 @@ async def run_load(
         budget = [args.max_requests]
         load_before = load_average()
         cpu_before = process_cpu_s()
+        processes_before = cpu_by_process()
         started = time.monotonic()
         await asyncio.gather(
             keep_an_audit_running(http, current, stop_at=stop_at),
@@ -197,6 +247,12 @@ async def run_load(
         )
         elapsed = time.monotonic() - started
         client_cpu_s = process_cpu_s() - cpu_before
+        processes_after = cpu_by_process()
+        gateway_cpu_s = cpu_used_s(processes_before, processes_after, group=gateway_group)
+        # The backends open at the end: the pools keep theirs for the whole run.
+        backend_cpu_s = cpu_used_s(
+            processes_before, processes_after, pids=database_backends(database_url)
+        )
         stop_watching.set()
         watcher.join()
     gaps = [
@@ -224,6 +280,14 @@ async def run_load(
         "heartbeat_max_gap_s": round(max(gaps, default=float("nan")), 2),
         "client_cpu_ms_per_request": round(
             client_cpu_s * 1000 / max(len(recorder.latencies), 1), 2
+        ),
+        # The gateway's processes (with the embedded worker under `serve`), and the Postgres
+        # backends of the load's database (its pools', the worker's and the watcher's).
+        "gateway_cpu_ms_per_request": round(
+            gateway_cpu_s * 1000 / max(len(recorder.latencies), 1), 2
+        ),
+        "postgres_cpu_ms_per_request": round(
+            backend_cpu_s * 1000 / max(len(recorder.latencies), 1), 2
         ),
         "load_average_before": load_before,
         "load_average_after": load_average(),
@@ -276,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                 service.start("worker", worker_command())
             wait_until_ready(base)
             token = service.trustdiff("keys", "create", "--tenant", TENANT)
-            report = asyncio.run(run_load(base, token, database_url, args))
+            gateway = service.processes["serve" if args.mode == "embedded" else "gateway"]
+            report = asyncio.run(run_load(base, token, database_url, gateway.pid, args))
         finally:
             service.stop_all()
     print(json.dumps(report, indent=2))
