@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ from typing import Any
 
 from celery import Celery
 from sqlalchemy import Engine, create_engine, event, make_url, tuple_, update
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.jobs import (
@@ -33,7 +35,9 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     `kwargs` go to `create_engine` (pool size and timeout: see `Database`).
     """
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, **kwargs)
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "checkout", _refuse_closed_by_server)
+        return engine
     # The gateway's thread pool may open a session in one thread and use it in another.
     engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
 
@@ -62,6 +66,21 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _refuse_closed_by_server(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Before a pooled Postgres connection is handed out: if the server closed it (a restart,
+    a failover, `pg_terminate_backend`), the pool is told to open another instead.
+
+    An idle connection has nothing to read unless the server ended it (its goodbye and the
+    end of the stream are waiting), so a poll that finds it readable is the check; a pre-ping
+    (`pool_pre_ping`) would cost a round trip to the server on every request.
+    """
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    if poller.poll(0):
+        # The pool discards it and checks out another (documented for `checkout` listeners).
+        raise DisconnectionError("the server closed this connection while it was idle")
 
 
 class Database:

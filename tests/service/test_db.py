@@ -1,5 +1,6 @@
-"""The embedded SQLite database under concurrency: WAL, reads that take no write lock, and
-503 + Retry-After instead of 500s when the gateway is saturated or its database is down."""
+"""The database under concurrency and faults: SQLite's WAL and reads that take no write lock,
+503 + Retry-After instead of 500s when the gateway is saturated or its database is down, and
+Postgres connections the server ended replaced without failing a request."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from service.app import create_app
 from service.auth import create_api_key
@@ -20,6 +22,7 @@ from service.db import Database
 from service.migrations import upgrade_to_head
 from service.models import Audit, AuditStatus
 from service.settings import Settings
+from tests.service.fixtures import audit_body
 
 
 @pytest.fixture
@@ -157,3 +160,42 @@ def test_an_unreachable_database_is_503_not_500(sqlite_settings: Settings) -> No
     assert response.json()["code"] == "database_unavailable"
     assert response.headers["retry-after"] == str(settings.retry_after_s)
     assert "127.0.0.1" not in response.text
+
+
+def _end_idle_connections(database_url: str) -> None:
+    """Have Postgres end every idle connection to the database (as a restart would), and wait
+    until they are gone."""
+    with psycopg.connect(
+        make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False),
+        autocommit=True,
+    ) as admin:
+        ended = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND state = 'idle'"
+        ).fetchall()
+        for (pid,) in ended:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 10
+        while admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
+            ([pid for (pid,) in ended],),
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "Postgres did not end the connections"
+            time.sleep(0.05)
+    assert ended, "the gateway's pool held no idle connection"
+
+
+def test_connections_the_server_closed_are_replaced_not_failed(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    # A read and a write put connections in the gateway's pool; Postgres then ends them.
+    assert client.get("/v1/audits", headers=auth).status_code == 200
+    assert client.post("/v1/audits", headers=auth, json=audit_body()).status_code == 202
+    _end_idle_connections(settings.database_url)
+    listed = client.get("/v1/audits", headers=auth)
+    assert listed.status_code == 200, listed.text
+    (audit,) = listed.json()["items"]
+    assert client.get(f"/v1/audits/{audit['id']}", headers=auth).status_code == 200
+    _end_idle_connections(settings.database_url)
+    cancelled = client.post(f"/v1/audits/{audit['id']}/cancel", headers=auth)
+    assert cancelled.status_code == 200, cancelled.text
