@@ -12,9 +12,9 @@ from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from service import transitions
 from service.auth import TenantRef
@@ -221,30 +221,34 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         ) from error
 
 
-def list_audits(
-    session: Session,
-    tenant: TenantRef,
-    *,
-    status: list[AuditStatus] | None,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[Audit], str | None]:
-    """A page of the tenant's audits, newest first, and the cursor of the next page.
+# Newest first; (created_at, id) is also the keyset the cursor continues from.
+NEWEST_FIRST = (Audit.created_at.desc(), Audit.id.desc())
+
+
+def audit_page_conditions(
+    *, status: list[AuditStatus] | None, cursor: str | None
+) -> list[ColumnElement[bool]]:
+    """What a page of audits (newest first, see `NEWEST_FIRST`) selects beyond its tenant:
+    the statuses asked for, and the audits after the cursor's (422 for a foreign cursor).
 
     Keyset pagination on (created_at, id): pages stay stable while new audits arrive.
     """
-    statement = select(Audit).where(Audit.tenant_id == tenant.id).options(defer(Audit.config))
+    conditions: list[ColumnElement[bool]] = []
     if status:
-        statement = statement.where(Audit.status.in_(status))
+        conditions.append(Audit.status.in_(status))
     if cursor is not None:
         created_at, audit_id = _decode_cursor(cursor)
-        statement = statement.where(
+        conditions.append(
             or_(
                 Audit.created_at < created_at,
                 (Audit.created_at == created_at) & (Audit.id < audit_id),
             )
         )
-    statement = statement.order_by(Audit.created_at.desc(), Audit.id.desc()).limit(limit + 1)
-    audits = list(session.scalars(statement))
+    return conditions
+
+
+def audit_page(audits: list[Audit], *, limit: int) -> tuple[list[Audit], str | None]:
+    """The page and the cursor of the next, from up to `limit + 1` audits selected by
+    `audit_page_conditions` in `NEWEST_FIRST` order."""
     next_cursor = _encode_cursor(audits[limit - 1]) if len(audits) > limit else None
     return audits[:limit], next_cursor

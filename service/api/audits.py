@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
-from sqlalchemy.orm import Session
 
 from service import audit_rows
 from service import audits as audit_service
@@ -17,14 +16,13 @@ from service.api.deps import (
     CurrentAudit,
     CurrentTenant,
     DbSession,
-    find_audit,
-    read_as_tenant,
+    audit_id_condition,
+    read_audits_as_tenant,
 )
 from service.api.responses import PROBLEMS, problems
 from service.artifacts import ArtifactStore
-from service.auth import TenantRef
 from service.models import Audit, AuditStatus
-from service.problems import Conflict
+from service.problems import Conflict, NotFound
 from service.schemas import AuditCreate, AuditOut, AuditPage, RowsPage
 from service.settings import Settings
 from trustdiff.result import AuditResult, Gate
@@ -84,24 +82,24 @@ async def list_audits(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AuditPage:
     """The caller's audits, newest first."""
-
-    def read(session: Session, tenant: TenantRef) -> AuditPage:
-        audits, next_cursor = audit_service.list_audits(
-            session, tenant, status=status, limit=limit, cursor=cursor
-        )
-        return AuditPage(items=[AuditOut.from_audit(a) for a in audits], next_cursor=next_cursor)
-
-    return await read_as_tenant(database, token, read)
+    audits = await read_audits_as_tenant(
+        database,
+        token,
+        lambda: audit_service.audit_page_conditions(status=status, cursor=cursor),
+        order_by=audit_service.NEWEST_FIRST,
+        limit=limit + 1,
+    )
+    page, next_cursor = audit_service.audit_page(audits, limit=limit)
+    return AuditPage(items=[AuditOut.from_audit(a) for a in page], next_cursor=next_cursor)
 
 
 @router.get("/{audit_id}", responses=PROBLEMS)
 async def get_audit(audit_id: str, token: BearerToken, database: AppDatabase) -> AuditOut:
     """Status, progress, timestamps, and the error when it failed."""
-
-    def read(session: Session, tenant: TenantRef) -> AuditOut:
-        return AuditOut.from_audit(find_audit(session, tenant, audit_id))
-
-    return await read_as_tenant(database, token, read)
+    audits = await read_audits_as_tenant(database, token, lambda: [audit_id_condition(audit_id)])
+    if not audits:
+        raise NotFound(f"audit {audit_id} does not exist")
+    return AuditOut.from_audit(audits[0])
 
 
 @router.post(
