@@ -19,7 +19,7 @@ from service.api.deps import (
     audit_id_condition,
     read_audits_as_tenant,
 )
-from service.api.responses import PROBLEMS, problems
+from service.api.responses import PROBLEMS, json_body, problems
 from service.artifacts import ArtifactStore
 from service.models import Audit, AuditStatus
 from service.problems import Conflict, NotFound
@@ -73,14 +73,14 @@ def create_audit(
     return AuditOut.from_audit(audit)
 
 
-@router.get("", responses=PROBLEMS)
+@router.get("", response_model=AuditPage, responses=PROBLEMS)
 async def list_audits(
     token: BearerToken,
     database: AppDatabase,
     status: Annotated[list[AuditStatus] | None, Query(description="Repeat for several.")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> AuditPage:
+) -> Response:
     """The caller's audits, newest first."""
     audits = await read_audits_as_tenant(
         database,
@@ -90,16 +90,18 @@ async def list_audits(
         limit=limit + 1,
     )
     page, next_cursor = audit_service.audit_page(audits, limit=limit)
-    return AuditPage(items=[AuditOut.from_audit(a) for a in page], next_cursor=next_cursor)
+    return json_body(
+        AuditPage(items=[AuditOut.from_audit(a) for a in page], next_cursor=next_cursor)
+    )
 
 
-@router.get("/{audit_id}", responses=PROBLEMS)
-async def get_audit(audit_id: str, token: BearerToken, database: AppDatabase) -> AuditOut:
+@router.get("/{audit_id}", response_model=AuditOut, responses=PROBLEMS)
+async def get_audit(audit_id: str, token: BearerToken, database: AppDatabase) -> Response:
     """Status, progress, timestamps, and the error when it failed."""
     audits = await read_audits_as_tenant(database, token, lambda: [audit_id_condition(audit_id)])
     if not audits:
         raise NotFound(f"audit {audit_id} does not exist")
-    return AuditOut.from_audit(audits[0])
+    return json_body(AuditOut.from_audit(audits[0]))
 
 
 @router.post(
