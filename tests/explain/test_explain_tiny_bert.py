@@ -104,10 +104,11 @@ class SendAheadSwitch:
         return result
 
 
-def test_lime_samples_sent_ahead_change_no_attribution_and_save_calls(
-    runners: tuple[ModelRunner, ModelRunner], tiny_assets: TinyAssets
-) -> None:
-    settings = SETTINGS.model_copy(update={"methods": ("lime",)})
+def explained_with_and_without_sending_ahead(
+    runners: tuple[ModelRunner, ModelRunner], tiny_assets: TinyAssets, settings: ExplainSettings
+) -> tuple[SendAheadSwitch, SendAheadSwitch]:
+    """The evaluators of two runs, without and with inputs sent ahead, after checking that
+    both gave every method's attributions equal to float32 rounding (batches differ)."""
     outcomes = {}
     for send_ahead in (False, True):
         evaluator = SendAheadSwitch(BatchingEvaluator(list(runners)), send_ahead=send_ahead)
@@ -117,13 +118,22 @@ def test_lime_samples_sent_ahead_change_no_attribution_and_save_calls(
     (before, plain), (after, ahead) = outcomes[False], outcomes[True]
     assert set(after[1]) == set(before[1])
     for index, explanation in after[1].items():
-        expected, actual = before[1][index].lime, explanation.lime
-        assert expected is not None and actual is not None
-        for field in ("reference", "candidate", "reference_rerun"):
-            # float32 forwards of the same input in other batches round differently (~1e-7).
-            np.testing.assert_allclose(
-                getattr(actual, field), getattr(expected, field), rtol=1e-6, atol=1e-8
-            )
+        for method in settings.methods:
+            expected, actual = getattr(before[1][index], method), getattr(explanation, method)
+            assert expected is not None and actual is not None
+            for field in ("reference", "candidate", "reference_rerun"):
+                # float32 forwards of the same input in other batches round differently.
+                np.testing.assert_allclose(
+                    getattr(actual, field), getattr(expected, field), rtol=1e-6, atol=1e-8
+                )
+    return plain, ahead
+
+
+def test_lime_samples_sent_ahead_change_no_attribution_and_save_calls(
+    runners: tuple[ModelRunner, ModelRunner], tiny_assets: TinyAssets
+) -> None:
+    settings = SETTINGS.model_copy(update={"methods": ("lime",)})
+    plain, ahead = explained_with_and_without_sending_ahead(runners, tiny_assets, settings)
     # Ahead: the dataset, then one call per model selection (first run, re-run); the
     # explainers' own calls all find their inputs in the cache. Without: two per round.
     assert ahead.forwarding_calls == 3
@@ -136,21 +146,7 @@ def test_lime_samples_sent_ahead_change_no_attribution_and_save_calls(
 def test_partition_rounds_sent_ahead_change_no_attribution_and_save_calls(
     runners: tuple[ModelRunner, ModelRunner], tiny_assets: TinyAssets
 ) -> None:
-    outcomes = {}
-    for send_ahead in (False, True):
-        evaluator = SendAheadSwitch(BatchingEvaluator(list(runners)), send_ahead=send_ahead)
-        outcome = run(evaluator, tiny_assets, SETTINGS, workers=2)  # type: ignore[arg-type]
-        outcomes[send_ahead] = (outcome, evaluator)
-    (before, plain), (after, ahead) = outcomes[False], outcomes[True]
-    assert set(after[1]) == set(before[1])
-    for index, explanation in after[1].items():
-        for method in ("lime", "shap"):
-            expected, actual = getattr(before[1][index], method), getattr(explanation, method)
-            assert expected is not None and actual is not None
-            for field in ("reference", "candidate", "reference_rerun"):
-                np.testing.assert_allclose(
-                    getattr(actual, field), getattr(expected, field), rtol=1e-6, atol=1e-8
-                )
+    plain, ahead = explained_with_and_without_sending_ahead(runners, tiny_assets, SETTINGS)
     # Partition's rounds no limit cuts short went ahead with LIME's samples: the
     # explainers' own calls forward only the rounds their outputs choose.
     assert ahead.forwarding_calls < plain.forwarding_calls
