@@ -260,6 +260,10 @@ async def run_load(
         for beats in recorder.heartbeats.values()
         for earlier, later in itertools.pairwise(beats)
     ]
+
+    def per_request_ms(cpu_s: float) -> float:
+        return round(cpu_s * 1000 / max(len(recorder.latencies), 1), 2)
+
     return {
         "mode": args.mode,
         "clients": args.clients,
@@ -278,17 +282,11 @@ async def run_load(
         "audits_watched": len(recorder.heartbeats),
         "heartbeats_seen": sum(len(beats) for beats in recorder.heartbeats.values()),
         "heartbeat_max_gap_s": round(max(gaps, default=float("nan")), 2),
-        "client_cpu_ms_per_request": round(
-            client_cpu_s * 1000 / max(len(recorder.latencies), 1), 2
-        ),
+        "client_cpu_ms_per_request": per_request_ms(client_cpu_s),
         # The gateway's processes (with the embedded worker under `serve`), and the Postgres
         # backends of the load's database (its pools', the worker's and the watcher's).
-        "gateway_cpu_ms_per_request": round(
-            gateway_cpu_s * 1000 / max(len(recorder.latencies), 1), 2
-        ),
-        "postgres_cpu_ms_per_request": round(
-            backend_cpu_s * 1000 / max(len(recorder.latencies), 1), 2
-        ),
+        "gateway_cpu_ms_per_request": per_request_ms(gateway_cpu_s),
+        "postgres_cpu_ms_per_request": per_request_ms(backend_cpu_s),
         "load_average_before": load_before,
         "load_average_after": load_average(),
     }

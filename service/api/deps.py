@@ -121,7 +121,8 @@ def match_key_with_audits(
     rows = session.execute(statement).all()
     if not rows:
         return None
-    audits = [row[4] for row in rows if row[4] is not None]
+    # The audit is the row's last column, after the key's.
+    audits = [row[-1] for row in rows if row[-1] is not None]
     return key_match_from_row(rows[0]), audits
 
 
