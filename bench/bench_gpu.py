@@ -29,7 +29,9 @@ set_conditions_before_torch()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from typing import Any  # noqa: E402
@@ -40,6 +42,7 @@ import torch  # noqa: E402
 from trustdiff.config import ExplainSettings  # noqa: E402
 from trustdiff.datasets import TextInput  # noqa: E402
 from trustdiff.explain import explain_and_align  # noqa: E402
+from trustdiff.explain.runner import DEFAULT_WORKERS  # noqa: E402
 from trustdiff.inference import BatchingEvaluator, ModelRunner, load_model_runner  # noqa: E402
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -126,6 +129,55 @@ def device_peak(device: torch.device, override: float | None) -> tuple[str, floa
     return name, next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
+class BusySampler:
+    """The device's utilisation (percent of time a kernel ran, read through NVML every
+    `interval` seconds) while the `with` block runs; `None` without CUDA or NVML."""
+
+    def __init__(self, device: torch.device, interval: float = 0.1) -> None:
+        self.device = device
+        self.interval = interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="busy-sampler", daemon=True)
+
+    def __enter__(self) -> BusySampler:
+        if self.device.type == "cuda":
+            try:
+                torch.cuda.utilization(self.device)
+            except Exception as error:  # no NVML bindings: report no figure, not a failure
+                print(f"GPU busy not sampled: {error}", file=sys.stderr)
+            else:
+                self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(int(torch.cuda.utilization(self.device)))
+
+    @property
+    def mean_percent(self) -> float | None:
+        return float(np.mean(self.samples)) if self.samples else None
+
+
+def progress_printer(started: float) -> Any:
+    """Prints the explained count to stderr at every tenth of the work, with the time."""
+    shown: set[int] = set()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        tenth = 10 * done // max(total, 1)
+        if tenth not in shown:
+            shown.add(tenth)
+            print(f"  {stage} {done}/{total} at {time.perf_counter() - started:.1f} s",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    return progress
+
+
 class _Pairs:
     """The dataset as the explainers read it (gold labels are not used here)."""
 
@@ -136,7 +188,7 @@ class _Pairs:
 
 def run(arguments: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    smoke = arguments.smoke or device.type != "cuda"
+    smoke = arguments.smoke or (device.type != "cuda" and not arguments.tiny_model)
     pairs = 4 if smoke else arguments.pairs
     settings = ExplainSettings(
         instances=pairs,
@@ -148,7 +200,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     dataset_inputs: list[TextInput] = list(sentence_pairs(words, pairs, seed=1))
     with tempfile.TemporaryDirectory(prefix="trustdiff-bench-gpu-") as folder:
         reference_path, candidate_path = build_models(
-            Path(folder), words, SMOKE_MODEL if smoke else BERT_BASE
+            Path(folder), words, SMOKE_MODEL if smoke or arguments.tiny_model else BERT_BASE
         )
         runners = [
             load_model_runner(path, transform=None, device=str(device), dtype=arguments.dtype)
@@ -177,17 +229,21 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     reference_proba, candidate_proba = evaluator.predict_proba(dataset_inputs)
     predicted = time.perf_counter()
 
-    explain_and_align(
-        evaluator,
-        _Pairs(dataset_inputs),
-        reference_proba=reference_proba,
-        candidate_proba=candidate_proba,
-        settings=settings,
-        labels=["a", "b", "c"],
-        seed=0,
-        progress=None,
-        should_cancel=None,
-    )
+    with BusySampler(device) as busy:
+        explain_and_align(
+            evaluator,
+            _Pairs(dataset_inputs),
+            reference_proba=reference_proba,
+            candidate_proba=candidate_proba,
+            settings=settings,
+            labels=["a", "b", "c"],
+            seed=0,
+            progress=progress_printer(started),
+            should_cancel=None,
+            workers=arguments.workers,
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     finished = time.perf_counter()
     stats = {name: value - warm[name] for name, value in evaluator.stats.as_dict().items()}
     rows = max(stats["unique_inputs_forwarded"], 1)
@@ -204,6 +260,9 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         "dtype": str(runners[0].dtype).removeprefix("torch."),
         "torch": torch.__version__,
         "pairs": pairs,
+        "model": "tiny" if smoke or arguments.tiny_model else "bert-base",
+        "workers": arguments.workers,
+        "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
         "lime_samples": settings.lime_samples,
         "shap_max_evals": settings.shap_max_evals,
         "seconds": {
@@ -211,7 +270,9 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
             "predict": predicted - started,
             "explain": finished - predicted,
             "forward": stats["forward_seconds"],
+            "tokenize": stats["tokenize_seconds"],
         },
+        "gpu_busy_percent_explain": busy.mean_percent,
         "evaluator": stats,
         "padding": stats["padded_tokens"] / max(stats["real_tokens"], 1) - 1,
         "useful_tflop": flops / 1e12,
@@ -227,13 +288,21 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=500)
     parser.add_argument("--lime-samples", type=int, default=1000)
     parser.add_argument("--shap-max-evals", type=int, default=500)
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS, help="instances explained at once"
+    )
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument(
         "--peak-tflops", type=float, help="the device's dense peak, when not in the table"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny run, even on a GPU")
+    parser.add_argument(
+        "--tiny-model",
+        action="store_true",
+        help="the full workload on a 2-layer model: what the host's work alone costs",
+    )
     arguments = parser.parse_args()
-    if not torch.cuda.is_available() and not arguments.smoke:
+    if not torch.cuda.is_available() and not (arguments.smoke or arguments.tiny_model):
         print("no CUDA device: running the tiny smoke variant (its figures mean nothing)")
     result = run(arguments)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -246,8 +315,11 @@ def main() -> int:
     )
     print(
         f"seconds: total {seconds['total']:.1f}  predict {seconds['predict']:.1f}  "
-        f"explain {seconds['explain']:.1f}  in the evaluator {seconds['forward']:.1f}"
+        f"explain {seconds['explain']:.1f}  in the evaluator {seconds['forward']:.1f} "
+        f"(tokenizing {seconds['tokenize']:.1f})"
     )
+    if result["gpu_busy_percent_explain"] is not None:
+        print(f"GPU busy during the explain stage: {result['gpu_busy_percent_explain']:.0f}%")
     stats = result["evaluator"]
     print(
         f"forward passes {stats['batches']:.0f}  unique inputs "

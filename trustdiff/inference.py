@@ -365,7 +365,8 @@ class EvaluatorStats:
     tokenized (once per distinct tokenizer, not per runner); `batches` forward passes (all
     runners); `real_tokens` and `padded_tokens` the tokens those passes carried without and
     with padding (summed over runners, so `padded / real − 1` is the padding overhead);
-    `forward_seconds` time in tokenization, forward passes and the copy back.
+    `forward_seconds` time in tokenization, forward passes and the copy back, of which
+    `tokenize_seconds` in tokenization.
     """
 
     calls: int = 0
@@ -378,6 +379,7 @@ class EvaluatorStats:
     real_tokens: int = 0
     padded_tokens: int = 0
     forward_seconds: float = 0.0
+    tokenize_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {name: float(value) for name, value in self.__dict__.items()}
@@ -608,7 +610,9 @@ class BatchingEvaluator:
         parts: dict[int, list[tuple[NDArray[np.intp], torch.Tensor]]],
     ) -> None:
         """Tokenize `texts` once, plan batches once, run each runner of `group` on each."""
+        started = time.perf_counter()
         encodings = group[0].tokenize(texts)
+        self.stats.tokenize_seconds += time.perf_counter() - started
         self.stats.tokenizations += len(texts)
         lengths = np.fromiter(
             (len(ids) for ids in encodings["input_ids"]), dtype=np.int64, count=len(texts)
