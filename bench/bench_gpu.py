@@ -44,6 +44,8 @@ from trustdiff.datasets import TextInput  # noqa: E402
 from trustdiff.explain import explain_and_align  # noqa: E402
 from trustdiff.explain.runner import DEFAULT_WORKERS  # noqa: E402
 from trustdiff.inference import BatchingEvaluator, ModelRunner, load_model_runner  # noqa: E402
+from trustdiff.plan import DEFAULT_BLOCK_INSTANCES  # noqa: E402
+from trustdiff.threads import available_cores  # noqa: E402
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
@@ -178,6 +180,161 @@ def progress_printer(started: float) -> Any:
     return progress
 
 
+LABELS = ["a", "b", "c"]
+
+
+def warm_up(evaluator: BatchingEvaluator, pair: TextInput, settings: ExplainSettings) -> None:
+    """One instance explained, not timed: CUDA context and kernels, the allocator, shap's
+    numba kernels. The evaluator's cache is emptied afterwards."""
+    explain_and_align(
+        evaluator,
+        _Pairs([pair]),
+        reference_proba=np.full((1, 3), 1 / 3),
+        candidate_proba=np.full((1, 3), 1 / 3),
+        settings=settings.model_copy(update={"instances": 1}),
+        labels=LABELS,
+        seed=1,
+        progress=None,
+        should_cancel=None,
+    )
+    if evaluator.runners[0].device.type == "cuda":
+        torch.cuda.synchronize(evaluator.runners[0].device)
+    evaluator.clear_cache()
+
+
+class ExplainerProcesses:
+    """`processes` explaining processes sharing the device, as a GPU worker host with that
+    many worker processes runs an audit: each loads both models on the device once and is
+    warmed up before any timing; an audit's instances are cut into blocks of
+    `block_instances` (the service's `block_instances` setting), each explained by the
+    next free process with `explain_rows`, as a worker explains a block; the parent aligns.
+    Each process gets cores ÷ `processes` intra-op threads unless OMP_NUM_THREADS is set.
+    """
+
+    def __init__(
+        self,
+        processes: int,
+        paths: tuple[Path, Path],
+        placement: dict[str, str],
+        inputs: list[TextInput],
+        settings: ExplainSettings,
+    ) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // processes)))
+        context = multiprocessing.get_context("spawn")
+        ready = context.Barrier(processes)
+        self.inputs = inputs
+        self.settings = settings
+        self.processes = processes
+        self.executor = ProcessPoolExecutor(
+            processes,
+            mp_context=context,
+            initializer=_start_explainer,
+            initargs=(paths, placement, inputs, settings, ready),
+        )
+        # One task per process, held at the barrier until every process is loaded and warm.
+        list(self.executor.map(_explainer_ready, range(processes)))
+        self.stats: dict[str, float] = {}
+
+    def explain_and_align(
+        self,
+        reference_proba: np.ndarray,
+        candidate_proba: np.ndarray,
+        *,
+        block_instances: int,
+        workers: int,
+        progress: Any,
+    ) -> None:
+        from trustdiff.explain.runner import align_explained, select_instances, targets_by_row
+
+        settings = self.settings
+        selection = select_instances(
+            self.inputs, count=settings.instances, seed=0, top_k=settings.top_k
+        )
+        indices = selection.indices
+        targets = targets_by_row(
+            indices, reference_proba, candidate_proba, None, [0] * len(self.inputs), settings
+        )
+        blocks = [
+            indices[start : start + block_instances]
+            for start in range(0, len(indices), block_instances)
+        ]
+        futures = [
+            self.executor.submit(
+                _explain_block, block, {index: targets[index] for index in block}, workers
+            )
+            for block in blocks
+        ]
+        results: dict[int, Any] = {}
+        from concurrent.futures import as_completed
+
+        for future in as_completed(futures):
+            explained, stats = future.result()
+            results.update(explained)
+            for name, value in stats.items():
+                self.stats[name] = self.stats.get(name, 0.0) + value
+            progress("explain", len(results), len(indices))
+        align_explained(
+            self.inputs,
+            results,
+            targets=targets,
+            settings=settings,
+            labels=LABELS,
+            seed=0,
+            selection=selection,
+        )
+
+    def close(self) -> dict[str, float]:
+        self.executor.shutdown()
+        return self.stats
+
+
+_EXPLAINER: dict[str, Any] = {}
+
+
+def _start_explainer(
+    paths: tuple[Path, Path],
+    placement: dict[str, str],
+    inputs: list[TextInput],
+    settings: ExplainSettings,
+    ready: Any,
+) -> None:
+    runners = [load_model_runner(path, transform=None, **placement) for path in paths]
+    evaluator = BatchingEvaluator(runners)
+    warm_up(evaluator, inputs[0], settings)
+    _EXPLAINER.update(evaluator=evaluator, inputs=inputs, settings=settings, ready=ready)
+
+
+def _explainer_ready(_: int) -> int:
+    _EXPLAINER["ready"].wait(timeout=900)
+    return os.getpid()
+
+
+def _explain_block(
+    block: list[int], targets: dict[int, tuple[int, int, int | None]], workers: int
+) -> tuple[dict[int, Any], dict[str, float]]:
+    from trustdiff.explain.runner import explain_rows
+
+    evaluator: BatchingEvaluator = _EXPLAINER["evaluator"]
+    before = evaluator.stats.as_dict()
+    explained = explain_rows(
+        evaluator,
+        _EXPLAINER["inputs"],
+        block,
+        targets=targets,
+        settings=_EXPLAINER["settings"],
+        n_classes=len(LABELS),
+        seed=0,
+        progress=None,
+        should_cancel=None,
+        workers=workers,
+    )
+    after = evaluator.stats.as_dict()
+    return explained, {name: after[name] - before[name] for name, value in before.items()}
+
+
 class _Pairs:
     """The dataset as the explainers read it (gold labels are not used here)."""
 
@@ -199,53 +356,56 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     words = synthetic_vocabulary(8000, seed=0)
     dataset_inputs: list[TextInput] = list(sentence_pairs(words, pairs, seed=1))
     with tempfile.TemporaryDirectory(prefix="trustdiff-bench-gpu-") as folder:
-        reference_path, candidate_path = build_models(
+        paths = build_models(
             Path(folder), words, SMOKE_MODEL if smoke or arguments.tiny_model else BERT_BASE
         )
-        runners = [
-            load_model_runner(path, transform=None, device=str(device), dtype=arguments.dtype)
-            for path in (reference_path, candidate_path)
-        ]
-    evaluator = BatchingEvaluator(runners)
-    # Warm-up, not timed: CUDA context and kernels, the allocator, shap's numba kernels.
-    warm_settings = settings.model_copy(update={"instances": 1})
-    explain_and_align(
-        evaluator,
-        _Pairs(dataset_inputs[:1]),
-        reference_proba=np.full((1, 3), 1 / 3),
-        candidate_proba=np.full((1, 3), 1 / 3),
-        settings=warm_settings,
-        labels=["a", "b", "c"],
-        seed=1,
-        progress=None,
-        should_cancel=None,
-    )
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    evaluator.clear_cache()
-    warm = evaluator.stats.as_dict()
+        placement = {"device": str(device), "dtype": arguments.dtype}
+        runners = [load_model_runner(path, transform=None, **placement) for path in paths]
+        evaluator = BatchingEvaluator(runners)
+        pool = None
+        if arguments.processes > 1:
+            # This process only predicts: its warm-up is a prediction.
+            evaluator.predict_proba(dataset_inputs[:64])
+            evaluator.clear_cache()
+            pool = ExplainerProcesses(
+                arguments.processes, paths, placement, dataset_inputs, settings
+            )
+        else:
+            warm_up(evaluator, dataset_inputs[0], settings)
+        warm = evaluator.stats.as_dict()
 
-    started = time.perf_counter()
-    reference_proba, candidate_proba = evaluator.predict_proba(dataset_inputs)
-    predicted = time.perf_counter()
-
-    with BusySampler(device) as busy:
-        explain_and_align(
-            evaluator,
-            _Pairs(dataset_inputs),
-            reference_proba=reference_proba,
-            candidate_proba=candidate_proba,
-            settings=settings,
-            labels=["a", "b", "c"],
-            seed=0,
-            progress=progress_printer(started),
-            should_cancel=None,
-            workers=arguments.workers,
-        )
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    finished = time.perf_counter()
-    stats = {name: value - warm[name] for name, value in evaluator.stats.as_dict().items()}
+        started = time.perf_counter()
+        reference_proba, candidate_proba = evaluator.predict_proba(dataset_inputs)
+        predicted = time.perf_counter()
+        with BusySampler(device) as busy:
+            if pool is None:
+                explain_and_align(
+                    evaluator,
+                    _Pairs(dataset_inputs),
+                    reference_proba=reference_proba,
+                    candidate_proba=candidate_proba,
+                    settings=settings,
+                    labels=LABELS,
+                    seed=0,
+                    progress=progress_printer(started),
+                    should_cancel=None,
+                    workers=arguments.workers,
+                )
+            else:
+                pool.explain_and_align(
+                    reference_proba,
+                    candidate_proba,
+                    block_instances=arguments.block_instances,
+                    workers=arguments.workers,
+                    progress=progress_printer(started),
+                )
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        finished = time.perf_counter()
+        stats = {name: value - warm[name] for name, value in evaluator.stats.as_dict().items()}
+        if pool is not None:
+            for name, value in pool.close().items():
+                stats[name] += value
     rows = max(stats["unique_inputs_forwarded"], 1)
     mean_length = stats["real_tokens"] / (2 * rows)
     flops = sum(
@@ -262,6 +422,9 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         "pairs": pairs,
         "model": "tiny" if smoke or arguments.tiny_model else "bert-base",
         "workers": arguments.workers,
+        "processes": arguments.processes,
+        "block_instances": arguments.block_instances if arguments.processes > 1 else None,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
         "lime_samples": settings.lime_samples,
         "shap_max_evals": settings.shap_max_evals,
@@ -290,6 +453,18 @@ def main() -> int:
     parser.add_argument("--shap-max-evals", type=int, default=500)
     parser.add_argument(
         "--workers", type=int, default=DEFAULT_WORKERS, help="instances explained at once"
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="explaining processes sharing the device, as worker processes of a GPU host",
+    )
+    parser.add_argument(
+        "--block-instances",
+        type=int,
+        default=DEFAULT_BLOCK_INSTANCES,
+        help="instances per block handed to a process (with --processes)",
     )
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument(
