@@ -8,7 +8,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, get_args
@@ -23,6 +23,12 @@ from trustdiff.checkpoints import CheckpointInfo, inspect_checkpoint
 from trustdiff.config import Dtype
 from trustdiff.datasets import TextInput
 from trustdiff.errors import AuditCancelledError, CheckpointError, ConfigError
+from trustdiff.tokenization import (
+    FastEncoder,
+    build_fast_encoder,
+    call_settings,
+    tokenize_with_transformers,
+)
 from trustdiff.transforms import TORCH_DTYPES, TRANSFORMS, apply_transform
 
 DTYPES: tuple[str, ...] = get_args(Dtype)
@@ -94,6 +100,10 @@ class ModelRunner:
     info: CheckpointInfo
     dtype: torch.dtype = torch.float32
     tokenizer_key: str = ""
+    # (call settings, encoder or None) of `fast_encoder`, built at first use.
+    _fast_encoder: tuple[tuple[object, ...], FastEncoder | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def pad_token_id(self) -> int:
@@ -103,23 +113,34 @@ class ModelRunner:
     def padding_side(self) -> str:
         return str(getattr(self.tokenizer, "padding_side", "right"))
 
+    @property
+    def fast_encoder(self) -> FastEncoder | None:
+        """The encoder `tokenize` calls the Rust tokenizer through, or None when `tokenize`
+        falls back to the tokenizer's own call (see `trustdiff.tokenization`).
+
+        Built at first use and again whenever `call_settings` change (`max_length`, the
+        truncation side, special-token splitting, the model input names); the backend itself
+        is copied once, so a tokenizer is not to be edited after its first use, as
+        `tokenizer_key` already assumes.
+        """
+        settings = call_settings(self.tokenizer, self.max_length)
+        built = self._fast_encoder
+        if built is None or built[0] != settings:
+            built = (settings, build_fast_encoder(self.tokenizer, max_length=self.max_length))
+            self._fast_encoder = built
+        return built[1]
+
     def tokenize(self, inputs: Sequence[TextInput]) -> dict[str, list[list[int]]]:
         """Unpadded token ids (and the other model inputs) of inputs all of one kind.
 
-        `inputs` must be all strings or all (text, text pair) tuples.
+        `inputs` must be all strings or all (text, text pair) tuples. Equal, list for list, to
+        `tokenize_with_transformers`; through `fast_encoder` when there is one. No inputs go
+        to the tokenizer's own call, which decides what that means.
         """
-        if inputs and isinstance(inputs[0], tuple):
-            firsts = [pair[0] for pair in inputs]
-            seconds = [pair[1] for pair in inputs]
-            encoded = self.tokenizer(
-                firsts, seconds, truncation=True, max_length=self.max_length, padding=False
-            )
-        else:
-            encoded = self.tokenizer(
-                list(inputs), truncation=True, max_length=self.max_length, padding=False
-            )
-        names = getattr(self.tokenizer, "model_input_names", None) or list(encoded.keys())
-        return {name: encoded[name] for name in names if name in encoded}
+        encoder = self.fast_encoder
+        if encoder is None or not inputs:
+            return tokenize_with_transformers(self.tokenizer, inputs, max_length=self.max_length)
+        return encoder(inputs)
 
     def to_device(self, batch: dict[str, NDArray[np.int64]]) -> dict[str, torch.Tensor]:
         """Host arrays as tensors on this runner's device.
