@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
@@ -16,6 +17,12 @@ from trustdiff.cli import build_parser
 @pytest.fixture(scope="module")
 def compose() -> dict:  # type: ignore[type-arg]
     return yaml.safe_load((REPOSITORY_ROOT / "docker-compose.yml").read_text())
+
+
+def with_defaults(value: str, **variables: str) -> str:
+    """`value` as compose interpolates it: `${NAME:-default}` is `variables[NAME]` when
+    given, else its default."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda match: variables.get(match[1], match[2]), value)
 
 
 def test_compose_has_the_services_and_a_gpu_worker(compose: dict) -> None:  # type: ignore[type-arg]
@@ -40,8 +47,17 @@ def test_compose_and_dockerfile_commands_are_real_cli_commands(compose: dict) ->
     commands.append(json.loads(cmd_line.removeprefix("CMD ")))
     for command in commands:
         assert command[0] == "trustdiff", command
-        args = parser.parse_args(command[1:])
+        args = parser.parse_args([with_defaults(part) for part in command[1:]])
         assert callable(args.func), shlex.join(command)
+
+
+def test_compose_worker_concurrency_and_block_size_are_settable(compose: dict) -> None:  # type: ignore[type-arg]
+    worker = compose["services"]["worker"]
+    command = [with_defaults(part, TRUSTDIFF_WORKER_CONCURRENCY="14") for part in worker["command"]]
+    assert build_parser().parse_args(command[1:]).concurrency == 14
+    default = [with_defaults(part) for part in worker["command"]]
+    assert build_parser().parse_args(default[1:]).concurrency == 1
+    assert worker["environment"]["TRUSTDIFF_BLOCK_INSTANCES"].startswith("${")
 
 
 def test_compose_environment_is_read_by_settings(
@@ -50,13 +66,9 @@ def test_compose_environment_is_read_by_settings(
 ) -> None:
     environment = compose["services"]["api"]["environment"]
     for name, value in environment.items():
-        monkeypatch.setenv(
-            name,
-            value.replace("${POSTGRES_PASSWORD:-trustdiff}", "pw").replace(
-                "${TRUSTDIFF_CALLBACK_SECRET:-}", ""
-            ),
-        )
+        monkeypatch.setenv(name, with_defaults(value, POSTGRES_PASSWORD="pw"))
     settings = Settings()
     assert settings.database_url == "postgresql+psycopg://trustdiff:pw@postgres:5432/trustdiff"
     assert settings.broker_url == "redis://redis:6379/0"
     assert settings.callback_secret is None
+    assert settings.block_instances == 32
