@@ -2,4 +2,5 @@
 
 from trustdiff.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a spawned process (--explain-processes) imports it
+    raise SystemExit(main())

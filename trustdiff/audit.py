@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from trustdiff.block_processes import explain_blocks_in_processes
 from trustdiff.cache import AuditCache
 from trustdiff.config import AuditConfig
 from trustdiff.dataset_cache import DatasetCache
@@ -62,6 +63,7 @@ def run_audit(
     rows_text: bool = False,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     block_instances: int = DEFAULT_BLOCK_INSTANCES,
+    explain_processes: int = 1,
 ) -> AuditResult:
     """Audit `config.candidate` against `config.reference` on `config.dataset`.
 
@@ -98,6 +100,8 @@ def run_audit(
     (`manifest.timings["forward_without_reference"]` is then set).
 
     The dataset file is read and validated once, by the plan; its steps reuse it.
+    `explain_processes` > 1 explains the blocks in that many processes at once
+    (`run_plan`), for the same result.
     """
     datasets = DatasetCache()
     plan = plan_audit(
@@ -122,6 +126,7 @@ def run_audit(
         cache=cache,
         rows_path=rows_path,
         rows_text=rows_text,
+        explain_processes=explain_processes,
     )
 
 
@@ -136,11 +141,17 @@ def run_plan(
     cache: AuditCache | None = None,
     rows_path: str | os.PathLike[str] | None = None,
     rows_text: bool = False,
+    explain_processes: int = 1,
 ) -> AuditResult:
     """Every step of `plan` in this process, one after another: each prediction shard, each
     explanation block, then `finish_audit`. Progress counts rows and instances over all of
     them. Models load into `runners`, the dataset into `datasets` (new caches, dropped at the
-    end, when None): each is read once for all the steps."""
+    end, when None): each is read once for all the steps.
+
+    With `explain_processes` > 1 and more than one block, the blocks are explained by that
+    many spawned processes at once instead (`explain_blocks_in_processes`), each loading the
+    models itself: the same blocks to the bit, sooner where the explainers' Python, not the
+    device, is the limit (a GPU host with cores to spare)."""
     runners = runners or RunnerCache()
     datasets = datasets or DatasetCache()
     shards = [
@@ -156,6 +167,40 @@ def run_plan(
         for index, rows in enumerate(plan.shards)
     ]
     probabilities = Probabilities.of_shards(plan, shards)
+    if explain_processes > 1 and len(plan.blocks) > 1:
+        blocks = explain_blocks_in_processes(
+            plan,
+            probabilities,
+            processes=explain_processes,
+            progress=progress,
+            should_cancel=should_cancel,
+        )
+    else:
+        blocks = _explain_blocks_here(
+            plan, probabilities, runners, datasets, progress, should_cancel
+        )
+    return finish_audit(
+        plan,
+        shards,
+        blocks,
+        cache=cache,
+        twin_cache=twin_cache,
+        datasets=datasets,
+        rows_path=rows_path,
+        rows_text=rows_text,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
+
+
+def _explain_blocks_here(
+    plan: AuditPlan,
+    probabilities: Probabilities,
+    runners: RunnerCache,
+    datasets: DatasetCache,
+    progress: ProgressCallback | None,
+    should_cancel: CancelCheck | None,
+) -> list[ExplainedBlock]:
     explained = len(plan.explained)
     blocks = []
     offset = 0
@@ -172,15 +217,4 @@ def run_plan(
             )
         )
         offset += len(block)
-    return finish_audit(
-        plan,
-        shards,
-        blocks,
-        cache=cache,
-        twin_cache=twin_cache,
-        datasets=datasets,
-        rows_path=rows_path,
-        rows_text=rows_text,
-        progress=progress,
-        should_cancel=should_cancel,
-    )
+    return blocks

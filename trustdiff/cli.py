@@ -35,6 +35,8 @@ from trustdiff.config_files import (
     validation_summary,
 )
 from trustdiff.errors import ConfigError, TrustdiffError
+from trustdiff.explain.runner import DEFAULT_WORKERS
+from trustdiff.plan import DEFAULT_BLOCK_INSTANCES
 from trustdiff.remote_cli import register as register_remote_commands
 from trustdiff.result import AuditResult, dump_result, result_json_schema
 from trustdiff.summary import StageProgress, format_summary
@@ -120,6 +122,16 @@ class ConfigFlag:
     @property
     def dest(self) -> str:
         return self.flag.removeprefix("--").replace("-", "_")
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def _split_list(text: str) -> tuple[str, ...]:
@@ -388,6 +400,8 @@ def _audit_command(args: argparse.Namespace) -> int:
                 cache=_audit_cache(args),
                 rows_path=args.rows,
                 rows_text=args.rows_text,
+                block_instances=args.block_instances,
+                explain_processes=args.explain_processes,
             )
         finally:
             progress.close()
@@ -456,6 +470,26 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     )
     output.add_argument("--quiet", action="store_true", help="no progress on stderr")
     output.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    execution = parser.add_argument_group(
+        "execution (the result is the same whatever these say, block size aside)"
+    )
+    execution.add_argument(
+        "--explain-processes",
+        type=_at_least_one,
+        default=1,
+        metavar="N",
+        help="explain blocks in N processes at once, each loading the models: faster where "
+        "the explainers' Python is the limit, e.g. a GPU with idle CPU cores (default: 1)",
+    )
+    execution.add_argument(
+        "--block-instances",
+        type=_at_least_one,
+        default=DEFAULT_BLOCK_INSTANCES,
+        metavar="N",
+        help="explained instances per block, rounded up to whole waves of "
+        f"{DEFAULT_WORKERS}; smaller blocks spread over more processes "
+        f"(default: {DEFAULT_BLOCK_INSTANCES}; attributions may move at float rounding)",
+    )
 
 
 def _add_audit_parser(subparsers: Any) -> None:
