@@ -101,7 +101,7 @@ def run_audit(
 
     The dataset file is read and validated once, by the plan; its steps reuse it.
     `explain_processes` > 1 explains the blocks in that many processes at once
-    (`run_plan`), for the same result.
+    (`run_plan`), for the same result (see `trustdiff.block_processes` on float rounding).
     """
     datasets = DatasetCache()
     plan = plan_audit(
@@ -150,8 +150,9 @@ def run_plan(
 
     With `explain_processes` > 1 and more than one block, the blocks are explained by that
     many spawned processes at once instead (`explain_blocks_in_processes`), each loading the
-    models itself: the same blocks to the bit, sooner where the explainers' Python, not the
-    device, is the limit (a GPU host with cores to spare)."""
+    models itself: the same blocks (to the bit at equal thread counts, see
+    `trustdiff.block_processes`), sooner where the explainers' Python, not the device, is the
+    limit (a GPU host with cores to spare)."""
     runners = runners or RunnerCache()
     datasets = datasets or DatasetCache()
     shards = [

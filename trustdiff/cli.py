@@ -471,7 +471,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--quiet", action="store_true", help="no progress on stderr")
     output.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     execution = parser.add_argument_group(
-        "execution (the result is the same whatever these say, block size aside)"
+        "execution (the result is the same whatever these say, up to float rounding)"
     )
     execution.add_argument(
         "--explain-processes",

@@ -1,5 +1,6 @@
-"""Explanation blocks in several processes: the same audit to the bit, with progress,
-cancellation and a block's error reaching the caller. Real spawned processes, real models."""
+"""Explanation blocks in several processes: the same audit to the bit at equal thread counts,
+with progress, cancellation and a block's error reaching the caller. Real spawned processes,
+real models."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from tests.conftest import TinyAssets
 from tests.documents import comparable
@@ -22,6 +24,7 @@ from trustdiff.config import (
 )
 from trustdiff.errors import AuditCancelledError, TrustdiffError
 from trustdiff.result import dump_result
+from trustdiff.threads import DEFAULTED_ENV
 
 # Three blocks of 4 (the plan rounds blocks to whole waves of 4 instances).
 EXPLAIN = ExplainSettings(instances=10, lime_samples=40, shap_max_evals=40, top_k=3)
@@ -49,7 +52,13 @@ def _run(assets: TinyAssets, **options: Any) -> str:
     return dump_result(result)
 
 
-def test_blocks_in_two_processes_give_the_audit_of_one_process(tiny_assets: TinyAssets) -> None:
+def test_blocks_in_two_processes_give_the_audit_of_one_process(
+    tiny_assets: TinyAssets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The processes keep this process's thread count (as a user's OMP_NUM_THREADS), so float
+    # sums run in the same order; cores ÷ processes would move figures at float32 rounding.
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    monkeypatch.delenv(DEFAULTED_ENV, raising=False)
     calls: list[tuple[str, int, int]] = []
     in_processes = _run(tiny_assets, explain_processes=2, progress=lambda *c: calls.append(c))
     in_one = _run(tiny_assets)
