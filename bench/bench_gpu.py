@@ -33,6 +33,7 @@ import os  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -220,7 +221,6 @@ class ExplainerProcesses:
         settings: ExplainSettings,
     ) -> None:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // processes)))
         context = multiprocessing.get_context("spawn")
@@ -268,8 +268,6 @@ class ExplainerProcesses:
             for block in blocks
         ]
         results: dict[int, Any] = {}
-        from concurrent.futures import as_completed
-
         for future in as_completed(futures):
             explained, stats = future.result()
             results.update(explained)
