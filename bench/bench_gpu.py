@@ -46,7 +46,7 @@ from trustdiff.explain import explain_and_align  # noqa: E402
 from trustdiff.explain.runner import DEFAULT_WORKERS  # noqa: E402
 from trustdiff.inference import BatchingEvaluator, ModelRunner, load_model_runner  # noqa: E402
 from trustdiff.plan import DEFAULT_BLOCK_INSTANCES  # noqa: E402
-from trustdiff.threads import available_cores  # noqa: E402
+from trustdiff.threads import available_cores, configure_cpu_threads  # noqa: E402
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
@@ -190,8 +190,8 @@ def warm_up(evaluator: BatchingEvaluator, pair: TextInput, settings: ExplainSett
     explain_and_align(
         evaluator,
         _Pairs([pair]),
-        reference_proba=np.full((1, 3), 1 / 3),
-        candidate_proba=np.full((1, 3), 1 / 3),
+        reference_proba=np.full((1, len(LABELS)), 1 / len(LABELS)),
+        candidate_proba=np.full((1, len(LABELS)), 1 / len(LABELS)),
         settings=settings.model_copy(update={"instances": 1}),
         labels=LABELS,
         seed=1,
@@ -222,17 +222,15 @@ class ExplainerProcesses:
     ) -> None:
         import multiprocessing
 
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // processes)))
         context = multiprocessing.get_context("spawn")
         ready = context.Barrier(processes)
         self.inputs = inputs
         self.settings = settings
-        self.processes = processes
         self.executor = ProcessPoolExecutor(
             processes,
             mp_context=context,
             initializer=_start_explainer,
-            initargs=(paths, placement, inputs, settings, ready),
+            initargs=(paths, placement, inputs, settings, ready, processes),
         )
         # One task per process, held at the barrier until every process is loaded and warm.
         list(self.executor.map(_explainer_ready, range(processes)))
@@ -298,7 +296,9 @@ def _start_explainer(
     inputs: list[TextInput],
     settings: ExplainSettings,
     ready: Any,
+    processes: int,
 ) -> None:
+    configure_cpu_threads(processes)  # cores ÷ processes, as `trustdiff.block_processes`
     runners = [load_model_runner(path, transform=None, **placement) for path in paths]
     evaluator = BatchingEvaluator(runners)
     warm_up(evaluator, inputs[0], settings)
@@ -330,7 +330,7 @@ def _explain_block(
         workers=workers,
     )
     after = evaluator.stats.as_dict()
-    return explained, {name: after[name] - before[name] for name, value in before.items()}
+    return explained, {name: after[name] - before[name] for name in before}
 
 
 class _Pairs:
@@ -422,7 +422,11 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         "workers": arguments.workers,
         "processes": arguments.processes,
         "block_instances": arguments.block_instances if arguments.processes > 1 else None,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "threads_per_process": (
+            max(1, available_cores() // arguments.processes)
+            if "OMP_NUM_THREADS" not in os.environ
+            else os.environ["OMP_NUM_THREADS"]
+        ),
         "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
         "lime_samples": settings.lime_samples,
         "shap_max_evals": settings.shap_max_evals,
