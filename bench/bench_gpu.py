@@ -333,6 +333,88 @@ def _explain_block(
     return explained, {name: after[name] - before[name] for name in before}
 
 
+# Token budgets the forward ceiling tries, and how many real tokens it forwards per budget.
+CEILING_BUDGETS = (8192, 16384, 32768, 65536, 131072)
+CEILING_TOKENS = 4_000_000
+
+
+def perturbed_inputs(pairs: list[TextInput], count: int, *, seed: int) -> list[TextInput]:
+    """`count` inputs like LIME's samples of `pairs`: for each, a pair and a number of words to
+    drop drawn uniformly from 1 … words − 1, those words dropped at random."""
+    from trustdiff.explain.words import WordFeatures
+
+    rng = np.random.default_rng(seed)
+    features = [WordFeatures.from_input(pair) for pair in pairs]
+    inputs: list[TextInput] = []
+    for _ in range(count):
+        feature = features[int(rng.integers(len(features)))]
+        keep = np.ones(len(feature), dtype=bool)
+        keep[rng.choice(len(feature), size=int(rng.integers(1, len(feature))), replace=False)] = 0
+        inputs.append(feature.compose(keep))
+    return inputs
+
+
+def forward_ceiling(
+    runner: ModelRunner, inputs: list[TextInput], *, budgets: tuple[int, ...], repeats: int
+) -> list[dict[str, Any]]:
+    """What the device does with this workload's kind of inputs and nothing else to do: the
+    inputs tokenized, length-sorted and padded into batches at each token budget and copied
+    to the device beforehand (untimed), then only the forward passes timed, `repeats` times
+    after one warm-up pass, median. The gap between this and an audit is what feeding the
+    device costs; the gap between this and the FLOP limit is what the kernels leave."""
+    from trustdiff.batching import BATCH_OVERHEAD_TOKENS, pad_batch, plan_batches
+
+    encodings = runner.tokenize(inputs)
+    lengths = [len(ids) for ids in encodings["input_ids"]]
+    real = sum(lengths)
+    flops = forward_flops(runner, real, real / len(lengths))
+    rows: list[dict[str, Any]] = []
+    for budget in budgets:
+        batches = plan_batches(
+            lengths,
+            token_budget=budget,
+            max_rows=budget,
+            batch_overhead_tokens=BATCH_OVERHEAD_TOKENS[runner.device.type],
+        )
+        padded = [
+            pad_batch(
+                encodings,
+                rows_of_batch.tolist(),
+                pad_token_id=runner.pad_token_id,
+                padding_side=runner.padding_side,
+            )
+            for rows_of_batch in batches
+        ]
+        tensors = [runner.to_device(batch) for batch in padded]
+        seconds = []
+        with torch.inference_mode():
+            for repeat in range(repeats + 1):
+                if runner.device.type == "cuda":
+                    torch.cuda.synchronize(runner.device)
+                started = time.perf_counter()
+                for batch_tensors in tensors:
+                    runner.forward_tensors(batch_tensors)
+                if runner.device.type == "cuda":
+                    torch.cuda.synchronize(runner.device)
+                if repeat:  # the first pass warms kernels and the allocator
+                    seconds.append(time.perf_counter() - started)
+        median = float(np.median(seconds))
+        padded_tokens = sum(int(batch["input_ids"].size) for batch in padded)
+        rows.append(
+            {
+                "token_budget": budget,
+                "forward_passes": len(batches),
+                "real_tokens": real,
+                "padding": padded_tokens / real - 1,
+                "seconds": median,
+                "seconds_per_repeat": seconds,
+                "achieved_tflops": flops / median / 1e12,
+            }
+        )
+        del tensors
+    return rows
+
+
 class _Pairs:
     """The dataset as the explainers read it (gold labels are not used here)."""
 
@@ -359,6 +441,8 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         )
         placement = {"device": str(device), "dtype": arguments.dtype}
         runners = [load_model_runner(path, transform=None, **placement) for path in paths]
+        if arguments.forward_ceiling:
+            return ceiling_report(runners[0], dataset_inputs, arguments, device, smoke=smoke)
         evaluator = BatchingEvaluator(runners)
         pool = None
         if arguments.processes > 1:
@@ -448,6 +532,42 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def ceiling_report(
+    runner: ModelRunner,
+    pairs: list[TextInput],
+    arguments: argparse.Namespace,
+    device: torch.device,
+    *,
+    smoke: bool,
+) -> dict[str, Any]:
+    """`forward_ceiling` of the reference on LIME-like perturbations of `pairs`, about
+    `CEILING_TOKENS` real tokens of them (a few thousand in a smoke run)."""
+    if arguments.compile:
+        runner.model = torch.compile(runner.model, dynamic=True)  # type: ignore[assignment]
+    sample = perturbed_inputs(pairs, 1000, seed=2)
+    mean_tokens = np.mean([len(ids) for ids in runner.tokenize(sample)["input_ids"]])
+    tokens = 20_000 if smoke else CEILING_TOKENS
+    inputs = perturbed_inputs(pairs, int(tokens / mean_tokens), seed=3)
+    budgets = CEILING_BUDGETS[:2] if smoke else CEILING_BUDGETS
+    rows = forward_ceiling(runner, inputs, budgets=budgets, repeats=3)
+    name, peak = device_peak(device, arguments.peak_tflops and arguments.peak_tflops * 1e12)
+    for row in rows:
+        row["ratio_to_flop_limit"] = None if peak is None else peak / 1e12 / row["achieved_tflops"]
+    return {
+        "created_at": datetime.now(UTC).isoformat(),
+        "mode": "forward_ceiling",
+        "smoke": smoke,
+        "device": name,
+        "dtype": str(runner.dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "compiled": arguments.compile,
+        "model": "tiny" if smoke or arguments.tiny_model else "bert-base",
+        "inputs": len(inputs),
+        "peak_tflops": None if peak is None else peak / 1e12,
+        "budgets": rows,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=500)
@@ -478,6 +598,15 @@ def main() -> int:
         action="store_true",
         help="the full workload on a 2-layer model: what the host's work alone costs",
     )
+    parser.add_argument(
+        "--forward-ceiling",
+        action="store_true",
+        help="instead of the audit: the reference's forward passes alone on LIME-like inputs, "
+        "pre-batched on the device, at several token budgets",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="with --forward-ceiling: torch.compile the model"
+    )
     arguments = parser.parse_args()
     if not torch.cuda.is_available() and not (arguments.smoke or arguments.tiny_model):
         print("no CUDA device: running the tiny smoke variant (its figures mean nothing)")
@@ -485,6 +614,21 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"bench_gpu-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if result.get("mode") == "forward_ceiling":
+        print(
+            f"device {result['device']}  dtype {result['dtype']}  forward ceiling of "
+            f"{result['inputs']} LIME-like inputs{'  compiled' if result['compiled'] else ''}"
+        )
+        for row in result["budgets"]:
+            ratio = row["ratio_to_flop_limit"]
+            print(
+                f"  budget {row['token_budget']:>7} tokens: {row['forward_passes']:>5} passes, "
+                f"padding {row['padding']:.1%}, {row['seconds']:.2f} s, "
+                f"{row['achieved_tflops']:.1f} TFLOP/s"
+                + ("" if ratio is None else f", {ratio:.2f}x the FLOP limit")
+            )
+        print(f"written {out}")
+        return 0
     seconds = result["seconds"]
     print(
         f"device {result['device']}  dtype {result['dtype']}  pairs {result['pairs']}  "
