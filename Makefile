@@ -80,9 +80,11 @@ bench-scale-service: install services
 	OMP_WAIT_POLICY=PASSIVE $(PY) bench/bench_scale_service.py --rows $(ROWS) --workers $(WORKERS)
 
 # The GPU path: 500 sentence pairs x 2 BERT-base-sized models (LIME 1000 + SHAP 500 + floor).
-# Without CUDA it runs a tiny smoke variant.
+# Without CUDA it runs a tiny smoke variant. BENCH_GPU_ARGS passes options, e.g.
+# "--processes 14 --block-instances 4" or "--forward-ceiling" (bench/README.md).
+BENCH_GPU_ARGS ?=
 bench-gpu: install
-	$(PY) bench/bench_gpu.py
+	$(PY) bench/bench_gpu.py $(BENCH_GPU_ARGS)
 
 # Not part of `make test`: minutes of CPU, and figures that depend on the machine's load.
 # 100 clients against the embedded default, then 200 against Postgres + Redis (60 s each).

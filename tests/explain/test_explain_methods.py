@@ -152,7 +152,8 @@ def test_lime_equals_a_direct_lime_text_explainer_call(masking: Masking, mask_st
         masking=masking,
         mask_token="[MASK]",
     )
-    np.testing.assert_allclose(engine.scores_of(1), expected, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(engine.scores_of(1), expected)  # lime's own fit, bit for bit
+    assert engine.base_values[0] == direct.intercept[1]
 
 
 @pytest.mark.parametrize(
@@ -167,8 +168,23 @@ def test_lime_equals_a_direct_lime_text_explainer_call(masking: Masking, mask_st
 def test_lime_inputs_are_exactly_what_lime_sends(
     value: TextInput, num_samples: int, seed: int, masking: Masking
 ) -> None:
-    """The inputs computed ahead are the lime library's own draws, in its order."""
+    """The inputs computed ahead, and sent by the engine's LIME, are the lime library's own
+    draws in its order: lime run on a stand-in of d "1" words, writing "0" for a hidden word,
+    reads out the keep-masks it draws."""
     features = WordFeatures.from_input(value)
+    d = len(features)
+    stand_ins: list[str] = []
+
+    def record(batch: list[str]) -> np.ndarray:
+        stand_ins.extend(batch)
+        return np.full((len(batch), 2), 0.5)
+
+    LimeTextExplainer(
+        split_expression=r"\s", bow=False, mask_string="0", random_state=seed
+    ).explain_instance(
+        " ".join(["1"] * d), record, labels=(1,), num_features=d, num_samples=num_samples
+    )
+    lime_masks = np.array([stand_in.split(" ") for stand_in in stand_ins]) == "1"
     model = BagOfWordsModel()
     explain_lime(
         features,
@@ -183,6 +199,7 @@ def test_lime_inputs_are_exactly_what_lime_sends(
         features, num_samples=num_samples, seed=seed, masking=masking, mask_token="[MASK]"
     )
     assert len(ahead) == num_samples
+    assert ahead == features.compose_many(lime_masks, masking=masking, mask_token="[MASK]")
     assert model.seen == ahead + ahead  # joint() asks the same model twice
 
 
