@@ -163,6 +163,7 @@ def test_lime_equals_a_direct_lime_text_explainer_call(masking: Masking, mask_st
         ("one", 30, 0, "mask_token"),
         ("two words", 40, 2**32 - 1, "remove"),
         (("good film , really", "bad plot"), 120, 7, "mask_token"),
+        (" ".join(f"word{index}" for index in range(45)), 400, 123_456, "remove"),
     ],
 )
 def test_lime_inputs_are_exactly_what_lime_sends(
