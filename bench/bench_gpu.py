@@ -338,20 +338,20 @@ CEILING_BUDGETS = (8192, 16384, 32768, 65536, 131072)
 CEILING_TOKENS = 4_000_000
 
 
-def perturbed_inputs(pairs: list[TextInput], count: int, *, seed: int) -> list[TextInput]:
-    """`count` inputs like LIME's samples of `pairs`: for each, a pair and a number of words to
-    drop drawn uniformly from 1 … words − 1, those words dropped at random."""
+def lime_samples(pairs: list[TextInput], count: int, *, seed: int) -> list[TextInput]:
+    """About `count` of the inputs LIME sends for `pairs`: each pair's own samples
+    (`lime_inputs`), an equal share per pair, each pair with its own seed."""
+    from trustdiff.explain.lime_explainer import lime_inputs
     from trustdiff.explain.words import WordFeatures
 
-    rng = np.random.default_rng(seed)
-    features = [WordFeatures.from_input(pair) for pair in pairs]
-    inputs: list[TextInput] = []
-    for _ in range(count):
-        feature = features[int(rng.integers(len(features)))]
-        keep = np.ones(len(feature), dtype=bool)
-        keep[rng.choice(len(feature), size=int(rng.integers(1, len(feature))), replace=False)] = 0
-        inputs.append(feature.compose(keep))
-    return inputs
+    per_pair = max(2, count // len(pairs))
+    return [
+        value
+        for index, pair in enumerate(pairs)
+        for value in lime_inputs(
+            WordFeatures.from_input(pair), num_samples=per_pair, seed=seed + index
+        )
+    ]
 
 
 def forward_ceiling(
@@ -540,14 +540,14 @@ def ceiling_report(
     *,
     smoke: bool,
 ) -> dict[str, Any]:
-    """`forward_ceiling` of the reference on LIME-like perturbations of `pairs`, about
+    """`forward_ceiling` of the reference on LIME's own samples of `pairs`, about
     `CEILING_TOKENS` real tokens of them (a few thousand in a smoke run)."""
     if arguments.compile:
         runner.model = torch.compile(runner.model, dynamic=True)  # type: ignore[assignment]
-    sample = perturbed_inputs(pairs, 1000, seed=2)
+    sample = lime_samples(pairs, 1000, seed=2)
     mean_tokens = np.mean([len(ids) for ids in runner.tokenize(sample)["input_ids"]])
     tokens = 20_000 if smoke else CEILING_TOKENS
-    inputs = perturbed_inputs(pairs, int(tokens / mean_tokens), seed=3)
+    inputs = lime_samples(pairs, int(tokens / mean_tokens), seed=3)
     budgets = CEILING_BUDGETS[:2] if smoke else CEILING_BUDGETS
     rows = forward_ceiling(runner, inputs, budgets=budgets, repeats=3)
     name, peak = device_peak(device, arguments.peak_tflops and arguments.peak_tflops * 1e12)
@@ -601,7 +601,7 @@ def main() -> int:
     parser.add_argument(
         "--forward-ceiling",
         action="store_true",
-        help="instead of the audit: the reference's forward passes alone on LIME-like inputs, "
+        help="instead of the audit: the reference's forward passes alone on LIME's samples, "
         "pre-batched on the device, at several token budgets",
     )
     parser.add_argument(
@@ -617,7 +617,7 @@ def main() -> int:
     if result.get("mode") == "forward_ceiling":
         print(
             f"device {result['device']}  dtype {result['dtype']}  forward ceiling of "
-            f"{result['inputs']} LIME-like inputs{'  compiled' if result['compiled'] else ''}"
+            f"{result['inputs']} LIME samples{'  compiled' if result['compiled'] else ''}"
         )
         for row in result["budgets"]:
             ratio = row["ratio_to_flop_limit"]
