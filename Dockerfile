@@ -15,6 +15,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TRUSTDIFF_DATA_ROOT=/data \
     TRUSTDIFF_UPLOAD_DIR=/var/lib/trustdiff/uploads
 
+# A C/C++ compiler for the `compile` option: TorchInductor builds its CPU kernels and Triton its
+# CUDA launchers at run time.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 # torch first, from the CUDA wheel index, in its own layer: it is by far the largest and the
 # slowest-changing dependency, and installing the project afterwards finds it satisfied
 # instead of resolving another build. TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu

@@ -174,6 +174,12 @@ AUDIT_FLAGS: dict[str, tuple[ConfigFlag, ...]] = {
             "dtype",
             "compute dtype of the models (auto: bfloat16 on CUDA, float32 on CPU)",
         ),
+        ConfigFlag(
+            "--compile",
+            "compile",
+            "torch.compile the models before their first forward: fused kernels, meant for "
+            "GPUs; int8-dynamic runners are never compiled",
+        ),
         ConfigFlag("--batch-size", "batch_size", "inputs per forward pass (larger on a GPU)"),
         ConfigFlag("--max-length", "max_length", "truncate inputs to this many tokens"),
     ),
@@ -289,7 +295,10 @@ def _argument_options(option: ConfigFlag) -> dict[str, Any]:
     field = config_field(option.field)
     value_type = _value_type(field)
     options: dict[str, Any] = {"help": option.help, "metavar": option.metavar}
-    if option.parse is None and get_origin(value_type) is Literal:
+    if value_type is bool:
+        # --flag / --no-flag; neither given leaves the argparse default None, as above.
+        options = {"help": option.help, "action": argparse.BooleanOptionalAction}
+    elif option.parse is None and get_origin(value_type) is Literal:
         options["choices"] = list(get_args(value_type))
     elif option.parse is None and value_type in (int, float):
         options["type"] = value_type

@@ -234,6 +234,12 @@ class AuditOptions(_Settings, Generic[DatasetT]):
         default="auto",
         description="Compute dtype of the models: auto is bfloat16 on CUDA, float32 on CPU.",
     )
+    compile: bool = Field(
+        default=False,
+        description="torch.compile (TorchInductor) the models before their first forward: "
+        "fused kernels, meant for GPUs, after a compile of tens of seconds per model; results "
+        "move at float rounding. int8-dynamic runners are never compiled.",
+    )
     batch_size: int = Field(default=64, ge=1, le=8192)
     max_length: int = Field(default=256, ge=8, le=4096)
 

@@ -86,7 +86,8 @@ class ModelRunner:
     requested one, capped by what the model's position embeddings allow. `dtype` is the
     dtype the model computes in. `tokenizer_key` identifies what turns text into model
     inputs (tokenizer files, truncation, padding): runners with equal keys share one
-    tokenization in the evaluator.
+    tokenization in the evaluator. `compiled`: forwards run through `torch.compile(model)`,
+    built at the first forward (`compiles` says which runners may be).
     """
 
     path: Path
@@ -100,6 +101,10 @@ class ModelRunner:
     info: CheckpointInfo
     dtype: torch.dtype = torch.float32
     tokenizer_key: str = ""
+    compiled: bool = False
+    _compiled_model: Callable[..., Any] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
     # (call settings, encoder or None) of `fast_encoder`, built at first use.
     _fast_encoder: tuple[tuple[object, ...], FastEncoder | None] | None = field(
         default=None, init=False, repr=False, compare=False
@@ -161,8 +166,17 @@ class ModelRunner:
         Softmax runs in float64 so each row sums to 1 to machine precision whatever the
         model's dtype. Call under `torch.inference_mode()`.
         """
-        logits = self.model(**tensors).logits
+        logits = self._network()(**tensors).logits
         return torch.softmax(logits.double(), dim=-1)
+
+    def _network(self) -> Callable[..., Any]:
+        """The model, or its compiled form when `compiled` (compiled here, once). Shapes are
+        dynamic from the start: batches vary in rows and width, and one graph serves them."""
+        if not self.compiled:
+            return self.model
+        if self._compiled_model is None:
+            self._compiled_model = torch.compile(self.model, dynamic=True)
+        return self._compiled_model
 
     def forward(self, encodings: dict[str, list[list[int]]], rows: Sequence[int]) -> NDArray:
         """Probabilities, shape (len(rows), K) float64, of the encoded rows `rows`.
@@ -182,6 +196,12 @@ class ModelRunner:
         encodings = self.tokenize(inputs)
         with torch.inference_mode():
             return self.forward(encodings, range(len(inputs)))
+
+
+def compiles(transform: str | None, compile: bool) -> bool:
+    """Whether a runner with this transform is compiled when the audit asks for `compile`:
+    every one but `int8-dynamic`, whose quantized CPU kernels TorchInductor does not fuse."""
+    return compile and transform != "int8-dynamic"
 
 
 def _effective_max_length(requested: int, model: nn.Module, tokenizer: Any) -> int:
@@ -235,6 +255,7 @@ def load_model_runner(
     dtype: str = "auto",
     max_length: int = 256,
     allow_pickle: bool = False,
+    compile: bool = False,
 ) -> ModelRunner:
     """Load a checkpoint folder as a `ModelRunner`, after `inspect_checkpoint` accepts it.
 
@@ -248,6 +269,10 @@ def load_model_runner(
     then quantizes its linear layers' weights. `int8-dynamic` quantized kernels exist only
     for CPU, so **that runner always runs on CPU in float32**, whatever `device` and `dtype`
     say (the other runner of an audit may still use the GPU).
+
+    `compile`: forwards run through `torch.compile` (TorchInductor; see `compiles`), compiled
+    at the first forward, which then takes tens of seconds; on the CPU it needs a C++
+    compiler.
 
     Raises `CheckpointError` subclasses for a refused or unloadable folder, `ConfigError` for
     an unknown transform or dtype or an unavailable device.
@@ -274,6 +299,7 @@ def load_model_runner(
         info=info,
         dtype=compute_dtype,
         tokenizer_key=_tokenizer_key(info, tokenizer, effective_max_length),
+        compiled=compiles(transform, compile),
     )
 
 

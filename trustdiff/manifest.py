@@ -41,11 +41,13 @@ def versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """What the manifest says of a loaded model: its size, compute dtype and device."""
+    """What the manifest says of a loaded model: its size, compute dtype and device, and
+    whether its forwards were compiled."""
 
     num_parameters: int
     dtype: str
     device: str
+    compiled: bool = False
 
     @classmethod
     def of(cls, runner: ModelRunner) -> LoadedModel:
@@ -53,6 +55,7 @@ class LoadedModel:
             num_parameters=runner.num_parameters,
             dtype=str(runner.dtype).removeprefix("torch."),
             device=str(runner.device),
+            compiled=runner.compiled,
         )
 
 
@@ -72,6 +75,7 @@ def checkpoint_manifest(
         model_type=info.model_type,
         num_parameters=model.num_parameters,
         dtype=model.dtype,
+        compiled=model.compiled,
         labels=info.labels,
     )
 

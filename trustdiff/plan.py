@@ -251,12 +251,12 @@ def reference_predictions_key(
     """Everything the reference's probabilities on the dataset depend on, and nothing else.
 
     The model (fingerprint, which includes the transform; the dtype and device it computes
-    in; max length and batch size, which decide truncation, padding and the prediction
-    chunks) and the rows (the file's sha256, its field mapping, limit, sampling and the seed
-    a random sample used). The engine version is in the key too: a release may change how
-    inputs are batched.
+    in, and whether it is compiled; max length and batch size, which decide truncation,
+    padding and the prediction chunks) and the rows (the file's sha256, its field mapping,
+    limit, sampling and the seed a random sample used). The engine version is in the key
+    too: a release may change how inputs are batched.
     """
-    from trustdiff.inference import runner_placement
+    from trustdiff.inference import compiles, runner_placement
 
     config, spec = validated.config, validated.config.dataset
     runner_device, runner_dtype = runner_placement(
@@ -267,6 +267,7 @@ def reference_predictions_key(
             "fingerprint": reference_fingerprint,
             "dtype": runner_dtype,
             "device": runner_device,
+            "compiled": compiles(config.reference.transform, config.compile),
             "max_length": config.max_length,
             "batch_size": config.batch_size,
         },

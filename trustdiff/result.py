@@ -37,6 +37,9 @@ class CheckpointManifest(_Doc):
     dtype: str | None = Field(
         default=None, description="Dtype the model computed in (float32, bfloat16, ...)."
     )
+    compiled: bool = Field(
+        default=False, description="Its forwards ran through torch.compile (the compile option)."
+    )
     labels: list[str] = Field(description="Label names in id order (config.id2label).")
 
 

@@ -10,17 +10,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from trustdiff.inference import ModelRunner
 
-# (folder, fingerprint, transform, device, dtype, max length)
-RunnerKey = tuple[str, str, str | None, str, str, int]
+# (folder, fingerprint, transform, device, dtype, max length, compiled)
+RunnerKey = tuple[str, str, str | None, str, str, int, bool]
 
 
 class RunnerCache:
     """Up to `capacity` loaded runners, least recently used out first.
 
-    A runner is found again under its folder, fingerprint (which covers the folder's bytes and
-    the transform), transform, device, dtype and max length, so a changed checkpoint is never
-    served from memory. A worker process keeps one for its lifetime: consecutive shards of one
-    audit (reference, candidate, twin: three runners) load nothing. Thread-safe.
+    A runner is found again under its folder, fingerprint (which covers the folder's bytes
+    and the transform), transform, device, dtype, max length and compilation, so a changed
+    checkpoint is never served from memory. A worker process keeps one for its lifetime:
+    consecutive shards of one audit (reference, candidate, twin: three runners) load
+    nothing. Thread-safe.
     """
 
     def __init__(self, capacity: int = 3) -> None:
@@ -40,18 +41,24 @@ class RunnerCache:
         device: str,
         dtype: str,
         max_length: int,
+        compile: bool = False,
     ) -> ModelRunner:
         """The runner of this checkpoint and placement, loaded (`load_model_runner`) if absent."""
         from trustdiff.inference import load_model_runner
 
-        key: RunnerKey = (str(path), fingerprint, transform, device, dtype, max_length)
+        key: RunnerKey = (str(path), fingerprint, transform, device, dtype, max_length, compile)
         with self._lock:
             runner = self._runners.get(key)
             if runner is not None:
                 self._runners.move_to_end(key)
                 return runner
             runner = load_model_runner(
-                path, transform=transform, device=device, dtype=dtype, max_length=max_length
+                path,
+                transform=transform,
+                device=device,
+                dtype=dtype,
+                max_length=max_length,
+                compile=compile,
             )
             self.loads += 1
             self._runners[key] = runner

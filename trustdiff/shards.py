@@ -304,6 +304,7 @@ def _load(
                 device=plan.device,
                 dtype=plan.dtype,
                 max_length=config.max_length,
+                compile=config.compile,
             )
     return loaded
 

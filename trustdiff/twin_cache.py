@@ -51,8 +51,8 @@ def twin_cache_key(
 ) -> str:
     """sha256 over what the twin's figures depend on: the fingerprints of reference, twin
     (both include their transforms) and dataset, the rows and fields read, the calibration
-    and explanation settings, seed, dtype, batching, truncation, the device and the version
-    of trustdiff. The candidate and the gate are not part of it."""
+    and explanation settings, seed, dtype, compilation, batching, truncation, the device and
+    the version of trustdiff. The candidate and the gate are not part of it."""
     dataset = config.dataset.model_dump(mode="json", exclude={"path"})
     material = {
         "format": CACHE_FORMAT,
@@ -65,6 +65,7 @@ def twin_cache_key(
         "explain": config.explain.model_dump(mode="json"),
         "seed": config.seed,
         "dtype": config.dtype,
+        "compile": config.compile,
         "batch_size": config.batch_size,
         "max_length": config.max_length,
         "device": device,

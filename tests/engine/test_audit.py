@@ -80,6 +80,41 @@ def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inference, "load_model_runner", refuse)
 
 
+def test_a_compiled_audit_says_so_and_keys_its_caches_apart(tiny_assets: TinyAssets) -> None:
+    from trustdiff.plan import reference_predictions_key
+    from trustdiff.twin_cache import twin_cache_key
+
+    eager_config = _config("perturbed")
+    config = eager_config.model_copy(update={"compile": True})
+    result = _run(tiny_assets, config)
+    manifest = result.manifest
+    assert manifest.config["compile"] is True
+    assert manifest.reference.compiled and manifest.candidate.compiled
+    eager = _run(tiny_assets, eager_config)
+    assert not (eager.manifest.reference.compiled or eager.manifest.candidate.compiled)
+    assert result.parity.agreement == eager.parity.agreement
+    for name, delta in result.calibration.delta.items():
+        assert delta.value == pytest.approx(eager.calibration.delta[name].value, abs=1e-5)
+    # Compiled probabilities differ at float rounding: no cache serves one run to the other.
+    keys = [
+        reference_predictions_key(
+            validate_audit(c, model_root=tiny_assets.model_root, data_root=tiny_assets.data_root),
+            "fingerprint",
+            device="cpu",
+            dtype="auto",
+        )
+        for c in (eager_config, config)
+    ]
+    assert keys[0]["model"]["compiled"] is False and keys[1]["model"]["compiled"] is True
+    assert len({json.dumps(key, sort_keys=True) for key in keys}) == 2
+    twin_keys = {
+        twin_cache_key(c, reference_fingerprint="r", twin_fingerprint="t", dataset_fingerprint="d",
+                       device="cpu", version="v")
+        for c in (eager_config, config)
+    }  # fmt: skip
+    assert len(twin_keys) == 2
+
+
 def test_auditing_a_model_against_itself_finds_no_difference(
     self_audit: tuple[AuditResult, list],
 ) -> None:

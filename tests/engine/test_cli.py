@@ -357,6 +357,16 @@ def test_a_config_file_reaches_options_without_flags_and_flags_override_it(
     assert config.gate.agreement.judged_on == "interval"
 
 
+def test_a_switch_sets_its_field_and_its_negation_overrides_the_file(tmp_path: Path) -> None:
+    required = ("--reference", "a", "--candidate", "b", "--dataset", "d.jsonl")
+    assert _parsed_config(*required).compile is False
+    assert _parsed_config(*required, "--compile").compile is True
+    config_file = tmp_path / "audit.yaml"
+    config_file.write_text("compile: true\n")
+    assert _parsed_config(*required, "--config", str(config_file)).compile is True
+    assert _parsed_config(*required, "--config", str(config_file), "--no-compile").compile is False
+
+
 def test_without_a_config_file_flags_give_the_old_defaults() -> None:
     config = _parsed_config("--reference", "a", "--candidate", "b", "--dataset", "d.jsonl")
     assert config == AuditConfig(

@@ -310,6 +310,26 @@ def test_compression_transforms_predict_close_to_the_original(
     assert np.mean(original.argmax(axis=1) == compressed.argmax(axis=1)) >= 0.95
 
 
+def test_a_compiled_runner_predicts_what_the_eager_one_does(
+    tiny_assets: TinyAssets, reference: ModelRunner
+) -> None:
+    compiled = load_model_runner(tiny_assets.reference, transform=None, device="cpu", compile=True)
+    assert compiled.compiled and not reference.compiled
+    assert isinstance(compiled.model, torch.nn.Module) and not hasattr(compiled.model, "_orig_mod")
+    # Batches of at most 3 rows: the one graph meets several row counts and widths, a
+    # single row included, and sentence pairs' token types.
+    evaluator = BatchingEvaluator([reference, compiled], batch_size=3)
+    for inputs in (INPUTS, PAIRS):
+        eager, fused = evaluator.predict_proba(inputs)
+        np.testing.assert_allclose(fused, eager, rtol=0, atol=1e-5)
+    assert evaluator.stats.batches == 2 * 4  # four batches of each runner
+    # int8-dynamic's quantized CPU kernels are never compiled; the runner says so.
+    quantized = load_model_runner(
+        tiny_assets.reference, transform="int8-dynamic", device="cpu", compile=True
+    )
+    assert not quantized.compiled
+
+
 def test_loader_refuses_pickled_weights_before_loading(
     tiny_assets: TinyAssets, tmp_path: Path
 ) -> None:
