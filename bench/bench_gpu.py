@@ -210,6 +210,7 @@ class ExplainerProcesses:
     `block_instances` (the service's `block_instances` setting), each explained by the
     next free process with `explain_rows`, as a worker explains a block; the parent aligns.
     Each process gets cores ÷ `processes` intra-op threads unless OMP_NUM_THREADS is set.
+    `batching` goes to each process's `BatchingEvaluator`.
     """
 
     def __init__(
@@ -217,6 +218,7 @@ class ExplainerProcesses:
         processes: int,
         paths: tuple[Path, Path],
         placement: dict[str, Any],
+        batching: dict[str, int],
         inputs: list[TextInput],
         settings: ExplainSettings,
     ) -> None:
@@ -230,7 +232,7 @@ class ExplainerProcesses:
             processes,
             mp_context=context,
             initializer=_start_explainer,
-            initargs=(paths, placement, inputs, settings, ready, processes),
+            initargs=(paths, placement, batching, inputs, settings, ready, processes),
         )
         # One task per process, held at the barrier until every process is loaded and warm.
         list(self.executor.map(_explainer_ready, range(processes)))
@@ -293,6 +295,7 @@ _EXPLAINER: dict[str, Any] = {}
 def _start_explainer(
     paths: tuple[Path, Path],
     placement: dict[str, Any],
+    batching: dict[str, int],
     inputs: list[TextInput],
     settings: ExplainSettings,
     ready: Any,
@@ -300,7 +303,7 @@ def _start_explainer(
 ) -> None:
     configure_cpu_threads(processes)  # cores ÷ processes, as `trustdiff.block_processes`
     runners = [load_model_runner(path, transform=None, **placement) for path in paths]
-    evaluator = BatchingEvaluator(runners)
+    evaluator = BatchingEvaluator(runners, **batching)
     warm_up(evaluator, inputs[0], settings)
     _EXPLAINER.update(evaluator=evaluator, inputs=inputs, settings=settings, ready=ready)
 
@@ -415,6 +418,14 @@ def forward_ceiling(
     return rows
 
 
+def batching_options(arguments: argparse.Namespace) -> dict[str, int]:
+    """The `BatchingEvaluator` options given on the command line (the rest: its defaults)."""
+    names = ("token_budget", "batch_overhead_tokens", "gpu_batch_size", "batch_size")
+    return {
+        name: getattr(arguments, name) for name in names if getattr(arguments, name) is not None
+    }
+
+
 class _Pairs:
     """The dataset as the explainers read it (gold labels are not used here)."""
 
@@ -443,14 +454,15 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         runners = [load_model_runner(path, transform=None, **placement) for path in paths]
         if arguments.forward_ceiling:
             return ceiling_report(runners[0], dataset_inputs, arguments, device, smoke=smoke)
-        evaluator = BatchingEvaluator(runners)
+        batching = batching_options(arguments)
+        evaluator = BatchingEvaluator(runners, **batching)
         pool = None
         if arguments.processes > 1:
             # This process only predicts: its warm-up is a prediction.
             evaluator.predict_proba(dataset_inputs[:64])
             evaluator.clear_cache()
             pool = ExplainerProcesses(
-                arguments.processes, paths, placement, dataset_inputs, settings
+                arguments.processes, paths, placement, batching, dataset_inputs, settings
             )
         else:
             warm_up(evaluator, dataset_inputs[0], settings)
@@ -513,6 +525,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
             else os.environ["OMP_NUM_THREADS"]
         ),
         "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
+        "batching": batching,
         "lime_samples": settings.lime_samples,
         "shap_max_evals": settings.shap_max_evals,
         "seconds": {
@@ -588,6 +601,24 @@ def main() -> int:
         help="instances per block handed to a process (with --processes)",
     )
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    batching = parser.add_argument_group(
+        "batching", "the evaluator's batch plan (default: its own for the device)"
+    )
+    batching.add_argument(
+        "--token-budget", type=int, help="at most this many padded tokens a forward pass"
+    )
+    batching.add_argument(
+        "--batch-overhead-tokens",
+        type=int,
+        help="what one more forward pass costs, in tokens: a batch closes at a width jump "
+        "whose padding would cost more",
+    )
+    batching.add_argument("--gpu-batch-size", type=int, help="rows per forward pass on CUDA")
+    batching.add_argument(
+        "--batch-size",
+        type=int,
+        help="rows per forward pass on the CPU (with the two above, a CPU run plans as CUDA)",
+    )
     parser.add_argument(
         "--peak-tflops", type=float, help="the device's dense peak, when not in the table"
     )
