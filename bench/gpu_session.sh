@@ -12,8 +12,9 @@
 # Arms, in order: the 14-process audit (the configuration of the README's figures) eager,
 # then compiled; the reference's forward ceiling; the eager audit again with batches closed at
 # smaller width jumps (--batch-overhead-tokens 1024: 5 % padding instead of 21 %, 2.7x the
-# forward passes, in a CPU run that plans as CUDA); the ceiling compiled. Extra bench_gpu.py
-# options for every audit arm go in AUDIT_ARGS.
+# forward passes, in a CPU run that plans as CUDA); the ceiling compiled; then, with a minute
+# left, the CUDA tests (pytest must be importable). Extra bench_gpu.py options for every
+# audit arm go in AUDIT_ARGS.
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -78,4 +79,10 @@ arm() {
     # shellcheck disable=SC2086
     arm --processes 14 --block-instances 4 --batch-overhead-tokens 1024 $AUDIT_ARGS
     arm --forward-ceiling --compile
+    left=$((DEADLINE - ($(date +%s) - started)))
+    if [ "$left" -ge 60 ]; then
+        echo "== the CUDA tests (at most ${left} s)"
+        timeout --kill-after=10 "$left" "$PYTHON" -m pytest -q -p no:cacheprovider \
+            tests/engine/test_cuda.py 2>&1 | tail -15
+    fi
 } 2>&1 | tee "$log"

@@ -105,6 +105,7 @@ class ModelRunner:
     _compiled_model: Callable[..., Any] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    _warm: bool = field(default=False, init=False, repr=False, compare=False)
     # (call settings, encoder or None) of `fast_encoder`, built at first use.
     _fast_encoder: tuple[tuple[object, ...], FastEncoder | None] | None = field(
         default=None, init=False, repr=False, compare=False
@@ -168,6 +169,16 @@ class ModelRunner:
         """
         logits = self._network()(**tensors).logits
         return torch.softmax(logits.double(), dim=-1)
+
+    def warm_up(self, inputs: Sequence[TextInput]) -> None:
+        """Compile now, when `compiled` and not yet done, by forwarding `inputs` as a batch
+        and the first alone (a batch of one row is a graph of its own), so that the audit's
+        first forwards do not wait for the compiler; nothing when not `compiled`."""
+        if not self.compiled or self._warm or not inputs:
+            return
+        self.predict_proba(list(inputs[:2]))
+        self.predict_proba(list(inputs[:1]))
+        self._warm = True
 
     def _network(self) -> Callable[..., Any]:
         """The model, or its compiled form when `compiled` (compiled here, once). Shapes are
@@ -271,8 +282,8 @@ def load_model_runner(
     say (the other runner of an audit may still use the GPU).
 
     `compile`: forwards run through `torch.compile` (TorchInductor; see `compiles`), compiled
-    at the first forward, which then takes tens of seconds; on the CPU it needs a C++
-    compiler.
+    at the first forward or `ModelRunner.warm_up`, which then takes tens of seconds; on the
+    CPU it needs a C++ compiler.
 
     Raises `CheckpointError` subclasses for a refused or unloadable folder, `ConfigError` for
     an unknown transform or dtype or an unavailable device.

@@ -306,6 +306,8 @@ def _load(
                 max_length=config.max_length,
                 compile=config.compile,
             )
+            # A compiled model compiles here, in the load stage, not in the first forwards.
+            loaded[name].warm_up(validated.dataset.inputs[:2])
     return loaded
 
 

@@ -104,3 +104,19 @@ def test_two_gpu_runners_share_one_tokenization_and_batch_plan(
     first, second = evaluator.predict_proba(texts)
     assert evaluator.stats.tokenizations == len(set(texts))
     assert np.abs(first - second).max() < TOLERANCE["bfloat16"] + TOLERANCE["float16"]
+
+
+@pytest.mark.parametrize("transform", [None, "int8-weight"])
+def test_a_compiled_cuda_runner_predicts_like_the_eager_one(
+    tiny_assets: TinyAssets, texts: list[str], on_cpu: np.ndarray, transform: str | None
+) -> None:
+    eager = load_model_runner(tiny_assets.reference, transform=transform, device="cuda")
+    compiled = load_model_runner(
+        tiny_assets.reference, transform=transform, device="cuda", compile=True
+    )
+    assert compiled.compiled and compiled.dtype == torch.bfloat16
+    # Small batches: the graph meets several row counts and widths.
+    evaluator = BatchingEvaluator([eager, compiled], gpu_batch_size=7)
+    plain, fused = evaluator.predict_proba(texts)
+    _assert_close_to_cpu(fused, on_cpu, TOLERANCE[transform or "bfloat16"])
+    assert np.abs(fused - plain).max() < TOLERANCE["bfloat16"]
