@@ -163,7 +163,10 @@ class ModelCalibration(_Doc):
 
 class SmoothReliabilityCurve(_Doc):
     confidence: list[float] = Field(description="Equally spaced points in [0, 1].")
-    accuracy: list[float] = Field(description="Kernel-smoothed accuracy at each confidence.")
+    accuracy: list[float] = Field(
+        description="Kernel-smoothed accuracy at each confidence; where the density is under "
+        "1e-9 of its peak, the confidence plus the nearest resolved point's residual."
+    )
     density: list[float] = Field(description="Kernel density of the confidences there.")
 
 

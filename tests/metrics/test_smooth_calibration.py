@@ -155,3 +155,19 @@ def test_replicates_equal_one_weighted_call_each() -> None:
         smooth_calibration_error_replicates(
             scores, outcomes, np.vstack([weights[0], 0 * weights[0]])
         )
+
+
+def test_the_curve_where_no_data_is_does_not_follow_round_off() -> None:
+    # Binary top-label confidences lie in [0.5, 1]: below about 0.3 the kernel sums are
+    # floating-point round-off, and their ratio was anything in [0, 1] from run to run.
+    rng = np.random.default_rng(5)
+    positive = rng.beta(5, 2, size=2000)
+    proba = np.column_stack([1 - positive, positive])
+    truth = (rng.uniform(size=2000) < positive).astype(int)
+    curve = smooth_reliability_curve(truth, proba, n_points=101)
+    nudged = smooth_reliability_curve(truth, np.clip(proba + 4e-7, 0, 1), n_points=101)
+    assert np.abs(np.subtract(curve.accuracy, nudged.accuracy)).max() < 1e-3
+    # Far from the data the smoothed residual is held at the nearest one resolved.
+    residual = np.subtract(curve.accuracy, curve.confidence)
+    assert curve.density[10] < 1e-12 * max(curve.density)
+    assert residual[0] == pytest.approx(residual[10], abs=1e-12)

@@ -21,6 +21,9 @@ from trustdiff.metrics._checks import (
 # itself below 0.001, an absolute error of about 1e-4. The Gaussian's Fourier coefficients
 # are exact, so no other discretisation enters.
 GRID_INTERVALS = 1024
+# Where the density falls below this share of its peak, the FFT's kernel sums are round-off
+# (about 1e-16 of the peak), and so is their ratio: the curve's residual is held there.
+RESOLVED_DENSITY = 1e-9
 # The automatic bandwidth is searched in [MIN_BANDWIDTH, 1] (relplot's floor, 0.001).
 MIN_BANDWIDTH = 1e-3
 BANDWIDTH_TOLERANCE = 1e-5
@@ -209,7 +212,10 @@ def smooth_reliability_curve(
 
     Shapes as `smooth_expected_calibration_error`. `accuracy(t) = t + Σ_i K(t, c_i)(y_i − c_i)
     / Σ_i K(t, c_i)` and `density(t) = 1/n Σ_i K(t, c_i)`, at the SmoothECE bandwidth by
-    default; the SmoothECE is the integral of `|accuracy(t) − t| · density(t)`.
+    default; the SmoothECE is the integral of `|accuracy(t) − t| · density(t)`. Where the
+    density is under `RESOLVED_DENSITY` of its peak both sums are round-off, so the residual
+    `accuracy(t) − t` is that of the nearest confidence where it is resolved (far from the
+    data the kernel ratio tends to the nearest data's residual anyway).
     """
     _check_bandwidth(bandwidth)
     n_points = check_integer(n_points, name="n_points", minimum=2)
@@ -222,8 +228,9 @@ def smooth_reliability_curve(
     points = np.linspace(0.0, 1.0, n_points)
     density_at = np.interp(points, grid, density)
     residual_at = np.interp(points, grid, residual)
-    accuracy = points + np.divide(
-        residual_at, density_at, out=np.zeros_like(points), where=density_at > 0
+    accuracy = points + _held_where_unresolved(
+        np.divide(residual_at, density_at, out=np.zeros_like(points), where=density_at > 0),
+        density_at > RESOLVED_DENSITY * density_at.max(),
     )
     return SmoothReliabilityCurve(
         smooth_ece=value,
@@ -232,6 +239,22 @@ def smooth_reliability_curve(
         accuracy=tuple(np.clip(accuracy, 0.0, 1.0).tolist()),
         density=tuple(np.clip(density_at, 0.0, None).tolist()),
     )
+
+
+def _held_where_unresolved(values: NDArray[np.float64], resolved: NDArray[np.bool_]) -> NDArray:
+    """`values` with each unresolved entry replaced by the nearest resolved one's."""
+    kept = np.flatnonzero(resolved)
+    if kept.size == 0 or kept.size == values.size:
+        return values
+    positions = np.arange(values.size)
+    after = np.clip(np.searchsorted(kept, positions), 0, kept.size - 1)
+    before = np.clip(after - 1, 0, kept.size - 1)
+    nearer = np.where(
+        np.abs(kept[before] - positions) <= np.abs(kept[after] - positions),
+        kept[before],
+        kept[after],
+    )
+    return values[nearer]
 
 
 def smooth_calibration_error_replicates(
