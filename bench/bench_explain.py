@@ -22,6 +22,7 @@ from bench.conditions import set_conditions_before_torch  # noqa: E402
 WAIT_POLICY_SET_BEFORE_TORCH = set_conditions_before_torch()
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
@@ -49,6 +50,7 @@ from trustdiff.inference import (  # noqa: E402
     BatchingEvaluator,
     ModelRunner,
     TextInput,
+    compiles,
     load_model_runner,
 )
 
@@ -563,6 +565,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline arm")
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="add an arm: the engine with its float models compiled (the compile option; "
+        "the compile itself is not timed)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help=f"a small run that checks the script works: {QUICK} (figures mean nothing)",
@@ -627,8 +635,31 @@ def warm_up(workload: Workload, baseline: Baseline | None) -> None:
         run_baseline(tiny, baseline)
 
 
+def compiled_workload(
+    workload: Workload, arguments: argparse.Namespace, forwards: ForwardThread
+) -> Workload:
+    """The workload with its float models compiled (the audit's `compile` option), loaded
+    anew, compiled and warmed here, untimed; an int8-dynamic candidate is never compiled, so
+    it is shared. Their forwards go through the forward thread too."""
+    runners = []
+    for name, runner in zip(MODEL_NAMES, workload.runners, strict=True):
+        if not compiles(runner.transform, True):
+            runners.append(runner)
+            continue
+        compiled = load_model_runner(
+            runner.path, transform=runner.transform, device=arguments.device, compile=True
+        )
+        forwards.attach(f"{name}_compiled", compiled.network)
+        compiled.warm_up(workload.dataset.inputs[:2])
+        runners.append(compiled)
+    return dataclasses.replace(workload, runners=(runners[0], runners[1]))
+
+
 def define_arms(
-    workload: Workload, arguments: argparse.Namespace, baseline: Baseline | None
+    workload: Workload,
+    arguments: argparse.Namespace,
+    baseline: Baseline | None,
+    compiled: Workload | None = None,
 ) -> tuple[dict[str, Callable[[], dict[str, Any]]], str]:
     """The timed arms by name, and the name of the engine arm the ratios use."""
     worker_counts = [int(value) for value in arguments.workers.split(",")]
@@ -646,6 +677,9 @@ def define_arms(
         arms["engine_with_noise_floor"] = functools.partial(
             run_engine, workload, workers=engine_workers, noise_floor=True
         )
+    if compiled is not None:
+        run_engine(compiled, workers=engine_workers)  # every batch shape met once, untimed
+        arms["engine_compiled"] = functools.partial(run_engine, compiled, workers=engine_workers)
     if baseline is not None:
         arms["baseline"] = functools.partial(run_baseline, workload, baseline)
     return arms, f"engine_{engine_workers}_workers"
@@ -655,8 +689,10 @@ def ratios(arms: dict[str, dict[str, Any]], engine_arm: str) -> dict[str, float 
     """Speed-up, overhead ratio and noise-floor cost, from the arms' medians."""
     engine, forward = arms[engine_arm], arms["pure_forward"]
     baseline, floor = arms.get("baseline"), arms.get("engine_with_noise_floor")
+    compiled = arms.get("engine_compiled")
     wall, cpu = "median_seconds", "median_cpu_seconds"
     return {
+        "compiled_speed_up": engine[wall] / compiled[wall] if compiled else None,
         "speed_up": baseline[wall] / engine[wall] if baseline else None,
         "speed_up_cpu": baseline[cpu] / engine[cpu] if baseline else None,
         "overhead_ratio": engine[wall] / forward[wall],
@@ -721,7 +757,7 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{passes['padded_tokens']} tokens, {padding:.1%} padding)",
             )
         )
-    for key in ("speed_up", "overhead_ratio", "noise_floor_cost"):
+    for key in ("speed_up", "overhead_ratio", "noise_floor_cost", "compiled_speed_up"):
         if report[key] is not None:
             rows.append((key.replace("_", " "), f"{report[key]:.2f}"))
     for side, figures in (report["agreement"] or {}).items():
@@ -754,7 +790,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     workload = prepare_workload(arguments, runners)
     baseline = None if arguments.no_baseline else Baseline.create(runners)
     warm_up(workload, baseline)
-    arms, engine_arm = define_arms(workload, arguments, baseline)
+    compiled = compiled_workload(workload, arguments, forwards) if arguments.compile else None
+    arms, engine_arm = define_arms(workload, arguments, baseline, compiled)
     runs = run_schedule(arms, forwards, repeats=arguments.repeats)
     forwards.close()
     conditions["load_average_after"] = load_average()

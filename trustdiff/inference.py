@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 import numpy as np
 import torch
@@ -102,9 +102,7 @@ class ModelRunner:
     dtype: torch.dtype = torch.float32
     tokenizer_key: str = ""
     compiled: bool = False
-    _compiled_model: Callable[..., Any] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
+    _compiled_model: nn.Module | None = field(default=None, init=False, repr=False, compare=False)
     _warm: bool = field(default=False, init=False, repr=False, compare=False)
     # (call settings, encoder or None) of `fast_encoder`, built at first use.
     _fast_encoder: tuple[tuple[object, ...], FastEncoder | None] | None = field(
@@ -167,7 +165,7 @@ class ModelRunner:
         Softmax runs in float64 so each row sums to 1 to machine precision whatever the
         model's dtype. Call under `torch.inference_mode()`.
         """
-        logits = self._network()(**tensors).logits
+        logits = self.network(**tensors).logits
         return torch.softmax(logits.double(), dim=-1)
 
     def warm_up(self, inputs: Sequence[TextInput]) -> None:
@@ -180,13 +178,16 @@ class ModelRunner:
         self.predict_proba(list(inputs[:1]))
         self._warm = True
 
-    def _network(self) -> Callable[..., Any]:
-        """The model, or its compiled form when `compiled` (compiled here, once). Shapes are
-        dynamic from the start: batches vary in rows and width, and one graph serves them."""
+    @property
+    def network(self) -> nn.Module:
+        """What the forwards call: the model, or its compiled form when `compiled` (made
+        here, once; it compiles at its first call). Shapes are dynamic from the start:
+        batches vary in rows and width, and one graph serves them."""
         if not self.compiled:
             return self.model
         if self._compiled_model is None:
-            self._compiled_model = torch.compile(self.model, dynamic=True)
+            # A module given to torch.compile comes back as a module (OptimizedModule).
+            self._compiled_model = cast(nn.Module, torch.compile(self.model, dynamic=True))
         return self._compiled_model
 
     def forward(self, encodings: dict[str, list[list[int]]], rows: Sequence[int]) -> NDArray:

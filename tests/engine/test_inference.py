@@ -316,10 +316,9 @@ def test_a_compiled_runner_predicts_what_the_eager_one_does(
     compiled = load_model_runner(tiny_assets.reference, transform=None, device="cpu", compile=True)
     assert compiled.compiled and not reference.compiled
     assert isinstance(compiled.model, torch.nn.Module) and not hasattr(compiled.model, "_orig_mod")
-    reference.warm_up(INPUTS)  # not compiled: nothing to do
-    assert reference._compiled_model is None
+    assert reference.network is reference.model
+    assert compiled.network is not compiled.model and compiled.network is compiled.network
     compiled.warm_up(INPUTS)  # the audit's load stage compiles here
-    assert compiled._compiled_model is not None
     # Batches of at most 3 rows: the one graph meets several row counts and widths, a
     # single row included, and sentence pairs' token types.
     evaluator = BatchingEvaluator([reference, compiled], batch_size=3)
