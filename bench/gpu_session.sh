@@ -6,8 +6,8 @@
 # bench/results).
 #
 #   PYTHON   the interpreter (default python3); it must import torch with CUDA
-#   WHEELS   a folder of wheels the machine lacks (shap, lime, pydantic, ...), installed
-#            without an index into a private target first (see bench/README.md)
+#   WHEELS   a folder of wheels the machine lacks (shap, lime, pydantic, ...; made here by
+#            bench/gpu_wheels.sh), installed without an index into a private target first
 #
 # Arms, in order: the 14-process audit (the configuration of the README's figures) eager,
 # then compiled; the reference's forward ceiling; the eager audit again with batches closed at
