@@ -58,9 +58,11 @@ demo: demo-build
 	$(PY) -m demo.run
 
 # OpenMP reads its wait policy when torch loads: set here (the script also defaults it) so
-# every arm's forwards run with idle OpenMP workers parked, not spinning.
+# every arm's forwards run with idle OpenMP workers parked, not spinning. BENCH_ARGS reaches
+# the script, e.g. BENCH_ARGS="--repeats 5 --compile".
+BENCH_ARGS ?=
 bench: install
-	OMP_WAIT_POLICY=PASSIVE $(PY) bench/bench_explain.py
+	OMP_WAIT_POLICY=PASSIVE $(PY) bench/bench_explain.py $(BENCH_ARGS)
 
 # A small run that checks the benchmark works (its figures mean nothing).
 bench-quick: install

@@ -284,11 +284,13 @@ class ForwardThread:
 
 
 class RecordingEvaluator:
-    """Delegates to a `BatchingEvaluator` and remembers every input it was asked for."""
+    """Delegates to a `BatchingEvaluator` and remembers every input it was asked for, and by
+    which models."""
 
     def __init__(self, evaluator: BatchingEvaluator) -> None:
         self.evaluator = evaluator
         self.inputs: dict[TextInput, None] = {}
+        self.asked_of: list[dict[TextInput, None]] = [{} for _ in evaluator.runners]
 
     @property
     def runners(self) -> Sequence[ModelRunner]:
@@ -302,6 +304,8 @@ class RecordingEvaluator:
         self, inputs: Sequence[TextInput], *, runners: Sequence[int] | None = None
     ) -> list[np.ndarray]:
         self.inputs.update(dict.fromkeys(inputs))
+        for runner in range(len(self.asked_of)) if runners is None else runners:
+            self.asked_of[runner].update(dict.fromkeys(inputs))
         return self.evaluator.predict_proba(inputs, runners=runners)
 
 
@@ -338,19 +342,23 @@ def run_engine(workload: Workload, *, workers: int, noise_floor: bool = False) -
     )
     return {
         "unique_inputs": list(evaluator.inputs),
+        "asked_of": [list(asked) for asked in evaluator.asked_of],
         "evaluator": evaluator.evaluator.stats.as_dict(),
         "alignment": alignment,
         "explanations": explanations,
     }
 
 
-def run_pure_forward(workload: Workload, inputs: list[TextInput]) -> dict[str, Any]:
-    """One length-sorted, padded batched forward of `inputs` through both models, no cache."""
+def run_pure_forward(workload: Workload, asked_of: list[list[TextInput]]) -> dict[str, Any]:
+    """Each model's one length-sorted, padded batched forward of exactly the distinct inputs
+    an engine run asked of it (`asked_of[i]` of model i), no cache."""
     evaluator = BatchingEvaluator(
         list(workload.runners), batch_size=workload.batch_size, cache_size=0
     )
-    evaluator.predict_proba(inputs)
-    return {"unique_inputs": inputs, "evaluator": evaluator.stats.as_dict()}
+    for model, inputs in enumerate(asked_of):
+        evaluator.predict_proba(inputs, runners=[model])
+    unique = dict.fromkeys(value for inputs in asked_of for value in inputs)
+    return {"unique_inputs": list(unique), "evaluator": evaluator.stats.as_dict()}
 
 
 @dataclass
@@ -664,18 +672,22 @@ def define_arms(
     """The timed arms by name, and the name of the engine arm the ratios use."""
     worker_counts = [int(value) for value in arguments.workers.split(",")]
     engine_workers = DEFAULT_WORKERS if DEFAULT_WORKERS in worker_counts else worker_counts[0]
-    # The pure forward needs the engine's unique inputs before any timing: one untimed run
-    # (which also warms every batch shape up) finds them.
+    # The pure forwards need the engine's unique inputs (and which models asked for each)
+    # before any timing: an untimed run of each engine arm (which also warms every batch
+    # shape up) finds them.
     discovery = run_engine(workload, workers=engine_workers)
-    unique_inputs = discovery["unique_inputs"]
     arms: dict[str, Callable[[], dict[str, Any]]] = {
         f"engine_{workers}_workers": functools.partial(run_engine, workload, workers=workers)
         for workers in worker_counts
     }
-    arms["pure_forward"] = functools.partial(run_pure_forward, workload, unique_inputs)
+    arms["pure_forward"] = functools.partial(run_pure_forward, workload, discovery["asked_of"])
     if not arguments.no_noise_floor_run:
         arms["engine_with_noise_floor"] = functools.partial(
             run_engine, workload, workers=engine_workers, noise_floor=True
+        )
+        with_floor = run_engine(workload, workers=engine_workers, noise_floor=True)
+        arms["pure_forward_with_noise_floor"] = functools.partial(
+            run_pure_forward, workload, with_floor["asked_of"]
         )
     if compiled is not None:
         run_engine(compiled, workers=engine_workers)  # every batch shape met once, untimed
@@ -686,9 +698,15 @@ def define_arms(
 
 
 def ratios(arms: dict[str, dict[str, Any]], engine_arm: str) -> dict[str, float | None]:
-    """Speed-up, overhead ratio and noise-floor cost, from the arms' medians."""
+    """Speed-up, overhead ratio and noise-floor cost, from the arms' medians.
+
+    `noise_floor_cost_pure` is the floor's cost to an engine with no overhead at all: the
+    pure forward of what the engine with the floor forwards (its re-run's inputs through
+    the reference alone) against the pure forward of the engine's own. It is what the
+    floor's extra forwards cost on this machine, whatever the engine does."""
     engine, forward = arms[engine_arm], arms["pure_forward"]
     baseline, floor = arms.get("baseline"), arms.get("engine_with_noise_floor")
+    floor_forward = arms.get("pure_forward_with_noise_floor")
     compiled = arms.get("engine_compiled")
     wall, cpu = "median_seconds", "median_cpu_seconds"
     return {
@@ -698,6 +716,7 @@ def ratios(arms: dict[str, dict[str, Any]], engine_arm: str) -> dict[str, float 
         "overhead_ratio": engine[wall] / forward[wall],
         "overhead_ratio_cpu": engine[cpu] / forward[cpu],
         "noise_floor_cost": floor[wall] / engine[wall] if floor else None,
+        "noise_floor_cost_pure": floor_forward[wall] / forward[wall] if floor_forward else None,
     }
 
 
@@ -757,7 +776,8 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{passes['padded_tokens']} tokens, {padding:.1%} padding)",
             )
         )
-    for key in ("speed_up", "overhead_ratio", "noise_floor_cost", "compiled_speed_up"):
+    keys = ("speed_up", "overhead_ratio", "noise_floor_cost", "noise_floor_cost_pure")
+    for key in (*keys, "compiled_speed_up"):
         if report[key] is not None:
             rows.append((key.replace("_", " "), f"{report[key]:.2f}"))
     for side, figures in (report["agreement"] or {}).items():

@@ -358,14 +358,24 @@ def lime_samples(pairs: list[TextInput], count: int, *, seed: int) -> list[TextI
 
 
 def forward_ceiling(
-    runner: ModelRunner, inputs: list[TextInput], *, budgets: tuple[int, ...], repeats: int
+    runner: ModelRunner,
+    inputs: list[TextInput],
+    *,
+    budgets: tuple[int, ...],
+    repeats: int,
+    batch_overhead_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
     """What the device does with this workload's kind of inputs and nothing else to do: the
     inputs tokenized, length-sorted and padded into batches at each token budget and copied
     to the device beforehand (untimed), then only the forward passes timed, `repeats` times
     after one warm-up pass, median. The gap between this and an audit is what feeding the
-    device costs; the gap between this and the FLOP limit is what the kernels leave."""
+    device costs; the gap between this and the FLOP limit is what the kernels leave.
+    `batch_overhead_tokens` is the planner's price of a forward pass (the evaluator's
+    default for the device when None)."""
     from trustdiff.batching import BATCH_OVERHEAD_TOKENS, pad_batch, plan_batches
+
+    if batch_overhead_tokens is None:
+        batch_overhead_tokens = BATCH_OVERHEAD_TOKENS[runner.device.type]
 
     encodings = runner.tokenize(inputs)
     lengths = [len(ids) for ids in encodings["input_ids"]]
@@ -377,7 +387,7 @@ def forward_ceiling(
             lengths,
             token_budget=budget,
             max_rows=budget,
-            batch_overhead_tokens=BATCH_OVERHEAD_TOKENS[runner.device.type],
+            batch_overhead_tokens=batch_overhead_tokens,
         )
         padded = [
             pad_batch(
@@ -406,6 +416,7 @@ def forward_ceiling(
         rows.append(
             {
                 "token_budget": budget,
+                "batch_overhead_tokens": batch_overhead_tokens,
                 "forward_passes": len(batches),
                 "real_tokens": real,
                 "padding": padded_tokens / real - 1,
@@ -561,7 +572,13 @@ def ceiling_report(
     tokens = 20_000 if smoke else CEILING_TOKENS
     inputs = lime_samples(pairs, int(tokens / mean_tokens), seed=3)
     budgets = CEILING_BUDGETS[:2] if smoke else CEILING_BUDGETS
-    rows = forward_ceiling(runner, inputs, budgets=budgets, repeats=3)
+    rows = forward_ceiling(
+        runner,
+        inputs,
+        budgets=budgets,
+        repeats=3,
+        batch_overhead_tokens=arguments.batch_overhead_tokens,
+    )
     name, peak = device_peak(device, arguments.peak_tflops and arguments.peak_tflops * 1e12)
     for row in rows:
         row["ratio_to_flop_limit"] = None if peak is None else peak / 1e12 / row["achieved_tflops"]

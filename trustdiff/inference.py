@@ -210,10 +210,11 @@ class ModelRunner:
             return self.forward(encodings, range(len(inputs)))
 
 
-def compiles(transform: str | None, compile: bool) -> bool:
-    """Whether a runner with this transform is compiled when the audit asks for `compile`:
-    every one but `int8-dynamic`, whose quantized CPU kernels TorchInductor does not fuse."""
-    return compile and transform != "int8-dynamic"
+def compiles(transform: str | None, requested: bool) -> bool:
+    """Whether a runner with this transform is compiled when the audit's `compile` option is
+    `requested`: every one but `int8-dynamic`, whose quantized CPU kernels TorchInductor does
+    not fuse."""
+    return requested and transform != "int8-dynamic"
 
 
 def _effective_max_length(requested: int, model: nn.Module, tokenizer: Any) -> int:

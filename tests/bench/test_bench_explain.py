@@ -63,3 +63,35 @@ def test_forwards_from_any_thread_run_on_the_one_forward_thread(bench: ModuleTyp
         "distinct_token_sequences": 2,  # [5, 6, 7] twice and [5, 6]
     }
     assert summaries["total"]["forwards"] == 2
+
+
+def test_pure_forward_sends_each_model_exactly_what_the_engine_asked_of_it(
+    bench: ModuleType, tiny_assets: Any
+) -> None:
+    from trustdiff.inference import BatchingEvaluator, load_model_runner
+
+    runners = [
+        load_model_runner(path, transform=None, device="cpu")
+        for path in (tiny_assets.reference, tiny_assets.perturbed)
+    ]
+    recording = bench.RecordingEvaluator(BatchingEvaluator(runners))
+    recording.predict_proba(["a good film", "a bad film"])
+    recording.predict_proba(["a bad film", "dull"], runners=[0])  # a re-run: reference only
+    assert recording.asked_of == [
+        dict.fromkeys(["a good film", "a bad film", "dull"]),
+        dict.fromkeys(["a good film", "a bad film"]),
+    ]
+
+    workload = bench.Workload(
+        runners=(runners[0], runners[1]),
+        dataset=bench.BenchDataset(inputs=[], labels=[]),
+        probabilities=(None, None),
+        targets=[],
+        settings=None,
+        seed=0,
+        batch_size=8,
+    )
+    output = bench.run_pure_forward(workload, [list(asked) for asked in recording.asked_of])
+    assert output["unique_inputs"] == ["a good film", "a bad film", "dull"]
+    assert output["evaluator"]["unique_inputs_forwarded"] == 3 + 2
+    assert output["evaluator"]["cache_hits"] == 0
