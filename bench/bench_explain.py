@@ -177,12 +177,13 @@ def build_perturbed(reference: Path, *, scale: float, seed: int) -> Path:
 
 def load_runners(arguments: argparse.Namespace) -> tuple[Path, tuple[ModelRunner, ModelRunner]]:
     reference_path = build_reference(arguments.seed)
-    reference = load_model_runner(reference_path, transform=None, device=arguments.device)
-    if arguments.candidate == "int8-dynamic":
+    placement = {"device": arguments.device, "dtype": arguments.dtype}
+    reference = load_model_runner(reference_path, transform=None, **placement)
+    if arguments.candidate == "int8-dynamic":  # float32 on the CPU, whatever --dtype says
         candidate = load_model_runner(reference_path, transform="int8-dynamic")
     else:
         perturbed = build_perturbed(reference_path, scale=0.02, seed=arguments.seed)
-        candidate = load_model_runner(perturbed, transform=None, device=arguments.device)
+        candidate = load_model_runner(perturbed, transform=None, **placement)
     return reference_path, (reference, candidate)
 
 
@@ -565,6 +566,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="the float models' compute dtype, as the audit's dtype option (auto: float32 on "
+        "the CPU); the baseline's pipelines run the same models",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--no-noise-floor-run",
@@ -655,7 +663,11 @@ def compiled_workload(
             runners.append(runner)
             continue
         compiled = load_model_runner(
-            runner.path, transform=runner.transform, device=arguments.device, compile=True
+            runner.path,
+            transform=runner.transform,
+            device=arguments.device,
+            dtype=arguments.dtype,
+            compile=True,
         )
         forwards.attach(f"{name}_compiled", compiled.network)
         compiled.warm_up(workload.dataset.inputs[:2])
@@ -742,6 +754,10 @@ def build_report(
             "shap_algorithm": settings.shap_algorithm,
             "shap_max_evals": settings.shap_max_evals,
             "masking": settings.masking,
+            "dtypes": {
+                name: str(runner.dtype).removeprefix("torch.")
+                for name, runner in zip(MODEL_NAMES, workload.runners, strict=True)
+            },
             "batch_size": arguments.batch_size,
             "repeats": arguments.repeats,
             "seed": arguments.seed,
@@ -762,6 +778,7 @@ def print_table(report: dict[str, Any]) -> None:
         ("", "median wall / CPU"),
         ("instances × avg words", f"{setup['instances']} × {setup['average_words']:.1f}"),
         ("LIME samples / SHAP max_evals", f"{setup['lime_samples']} / {setup['shap_max_evals']}"),
+        ("dtypes", ", ".join(f"{name} {dtype}" for name, dtype in setup["dtypes"].items())),
     ]
     for name, arm in arms.items():
         passes = arm["forward_passes"]["total"]
